@@ -1,0 +1,47 @@
+"""trio_ws: WebSocket client and server for trio (RFC 6455, RFC 7692), built on wsproto."""
+
+from ._version import __version__ as __version__
+from .client import ClientConnection as ClientConnection
+from .client import connect as connect
+from .connection import Connection as Connection
+from .connection import State as State
+from .exceptions import ConcurrencyError as ConcurrencyError
+from .exceptions import ConnectionClosed as ConnectionClosed
+from .exceptions import ConnectionClosedError as ConnectionClosedError
+from .exceptions import ConnectionClosedOK as ConnectionClosedOK
+from .exceptions import InvalidHandshake as InvalidHandshake
+from .exceptions import InvalidStatus as InvalidStatus
+from .exceptions import InvalidURI as InvalidURI
+from .exceptions import PayloadTooBig as PayloadTooBig
+from .exceptions import ProtocolError as ProtocolError
+from .exceptions import WebSocketError as WebSocketError
+from .http import Headers as Headers
+from .http import Request as Request
+from .http import Response as Response
+from .server import Server as Server
+from .server import ServerConnection as ServerConnection
+from .server import serve as serve
+
+__all__ = [
+    "ClientConnection",
+    "ConcurrencyError",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "Headers",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
+    "PayloadTooBig",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Server",
+    "ServerConnection",
+    "State",
+    "WebSocketError",
+    "__version__",
+    "connect",
+    "serve",
+]

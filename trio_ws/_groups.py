@@ -1,0 +1,56 @@
+"""The one place where ExceptionGroups from trio_ws's own nurseries are unwrapped.
+
+Background tasks never raise (they record the cause, close the connection and return), so a
+nursery of ours can only hold the user's exception, Cancelled, or both. Users get that exception
+itself, never a bare group; anything else is a bug, reported as such and chained to the group.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import trio
+
+from .exceptions import WebSocketError
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+
+def _reraise_unchanged(exc: BaseException) -> None:
+    """Raise ``exc`` as it was raised first: same traceback, cause and context."""
+    cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__cause__, exc.__context__ = cause, context
+        exc.__suppress_context__ = suppress
+
+
+def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Return the one exception a user should see for ``group``.
+
+    Only the body of a nursery of ours may raise anything but Cancelled, so: Cancelled alone gives
+    one Cancelled; one other exception (a group the user raised included) gives that exception;
+    several others mean a bug in trio_ws.
+    """
+    others = [exc for exc in group.exceptions if not isinstance(exc, trio.Cancelled)]
+    if not others:
+        return group.exceptions[0]
+    if len(others) == 1:
+        return others[0]
+    internal = WebSocketError(f"internal error in trio_ws: {len(others)} exceptions at once")
+    internal.__cause__ = group
+    return internal
+
+
+@asynccontextmanager
+async def open_nursery() -> AsyncGenerator[trio.Nursery, None]:
+    """A trio nursery whose exceptions come out unwrapped, as :func:`unwrap` says."""
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        _reraise_unchanged(unwrap(group))

@@ -1,0 +1,286 @@
+"""The opening handshake (RFC 6455 §4), both sides: bytes in, bytes and outcomes out. No trio.
+
+The client side drives wsproto directly. The server side parses the request with h11 first so
+that it can check all of RFC 6455 §4.2.1 and answer each breach with the right status (wsproto
+only knows 400 and 426), then hands the checked request to wsproto, which writes the 101.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    RejectConnection,
+    RejectData,
+)
+from wsproto.events import (
+    Request as WSRequest,
+)
+from wsproto.extensions import Extension
+from wsproto.utilities import RemoteProtocolError
+
+from ._protocol import deflate_extension
+from ._uri import WebSocketURI
+from .exceptions import InvalidHandshake, InvalidStatus
+from .http import Headers, Request, Response
+
+#: The longest HTTP request head the server accepts (h11 answers 431 past it); the client's
+#: limit for the response is h11's default, also 16 KiB.
+MAX_HEAD_SIZE = 16 * 1024
+#: The most of a rejection's body kept for :class:`~trio_ws.exceptions.InvalidStatus`.
+MAX_REJECT_BODY = 64 * 1024
+
+
+def _own_headers(head: bytes) -> Headers:
+    """The headers of an HTTP head we wrote ourselves (so, well formed)."""
+    headers = Headers()
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(b":")
+        headers.add(name.decode("latin-1"), value.strip().decode("latin-1"))
+    return headers
+
+
+def _decode_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
+    return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
+
+
+@dataclass
+class Opened:
+    """A completed handshake: the wsproto connection to carry on with, and what was said."""
+
+    ws: WSConnection
+    request: Request
+    response: Response
+    subprotocol: str | None
+
+
+class ClientHandshake:
+    """Write the client's upgrade request and check the server's answer."""
+
+    def __init__(
+        self,
+        uri: WebSocketURI,
+        *,
+        subprotocols: Sequence[str],
+        compression: str | None,
+        max_size: int | None,
+        headers: Headers,
+    ) -> None:
+        self._ws = WSConnection(ConnectionType.CLIENT)
+        extensions = [deflate_extension(max_size)] if compression == "deflate" else []
+        request = WSRequest(
+            host=uri.host_header,
+            target=uri.resource_name,
+            subprotocols=list(subprotocols),
+            extensions=extensions,
+            extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+        )
+        self.request_bytes = self._ws.send(request)
+        self._request = Request(uri.resource_name, _own_headers(self.request_bytes))
+        self._rejection: Response | None = None
+        self._body = bytearray()
+
+    def receive_data(self, data: bytes | bytearray) -> Opened | None:
+        """Feed the server's bytes; return the outcome once the response is complete.
+
+        Raises:
+            InvalidStatus: the server answered with a status other than 101.
+            InvalidHandshake: the response broke RFC 6455 §4.2.2, or the head was too large.
+        """
+        try:
+            self._ws.receive_data(bytes(data))
+            for event in self._ws.events():
+                if isinstance(event, AcceptConnection):
+                    return self._accepted(event)
+                if isinstance(event, RejectConnection):
+                    self._rejection = Response(event.status_code, _decode_pairs(event.headers))
+                    if not event.has_body:
+                        raise InvalidStatus(self._rejection)
+                elif isinstance(event, RejectData):
+                    room = MAX_REJECT_BODY - len(self._body)
+                    self._body += event.data[:room]
+                    if event.body_finished or room <= 0:
+                        self._raise_rejection()
+        except RemoteProtocolError as exc:
+            raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
+        return None
+
+    def receive_eof(self) -> NoReturn:
+        """The server closed the connection before completing its response: raise why."""
+        if self._rejection is not None:
+            self._raise_rejection()
+        raise InvalidHandshake("server closed the connection during the opening handshake")
+
+    def _raise_rejection(self) -> NoReturn:
+        assert self._rejection is not None
+        status, headers = self._rejection.status_code, self._rejection.headers
+        raise InvalidStatus(Response(status, headers, bytes(self._body)))
+
+    def _accepted(self, event: AcceptConnection) -> Opened:
+        headers = _decode_pairs(event.extra_headers)
+        if event.subprotocol is not None:
+            headers.add("Sec-WebSocket-Protocol", event.subprotocol)
+        return Opened(self._ws, self._request, Response(101, headers), event.subprotocol)
+
+
+class HandshakeRejected(Exception):
+    """The client's request cannot be accepted; ``response`` is the HTTP answer to send."""
+
+    def __init__(self, status_code: int, message: str, response: bytes) -> None:
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+        self.response = response
+
+
+class ServerHandshake:
+    """Read the client's upgrade request, check it, and write the answer."""
+
+    def __init__(self, *, server_header: str | None) -> None:
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        self._server_header = server_header
+        self._request: h11.Request | None = None
+
+    def receive_data(self, data: bytes | bytearray) -> Request | None:
+        """Feed the client's bytes (b"" at EOF); return the request once its head is complete.
+
+        Raises:
+            HandshakeRejected: the request breaks RFC 6455 §4.2.1 or HTTP; send its response.
+            InvalidHandshake: the client closed the connection before finishing its request.
+        """
+        self._h11.receive_data(bytes(data))
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            raise self._rejection(status, f"invalid HTTP request: {exc}") from exc
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            raise InvalidHandshake("client closed the connection during the opening handshake")
+        assert isinstance(event, h11.Request)
+        self._request = event
+        self._check(event)
+        headers = _decode_pairs(event.headers)
+        return Request(event.target.decode("ascii", "replace"), headers)
+
+    def _check(self, event: h11.Request) -> None:
+        """Enforce RFC 6455 §4.2.1, which wsproto checks only in part."""
+        if event.method != b"GET":
+            raise self._rejection(405, "a WebSocket handshake must use GET", [("Allow", "GET")])
+        if event.http_version < b"1.1":
+            raise self._rejection(400, "a WebSocket handshake needs HTTP/1.1 or later")
+        headers = _decode_pairs(event.headers)
+        if "Host" not in headers:
+            raise self._rejection(400, "missing Host header")
+        upgrade = [
+            token.strip().lower()
+            for value in headers.get_all("Upgrade")
+            for token in value.split(",")
+        ]
+        connection = [
+            token.strip().lower()
+            for value in headers.get_all("Connection")
+            for token in value.split(",")
+        ]
+        if "websocket" not in upgrade or "upgrade" not in connection:
+            raise self._rejection(
+                426,
+                "this is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade",
+                [("Upgrade", "websocket"), ("Connection", "Upgrade")],
+            )
+        versions = headers.get_all("Sec-WebSocket-Version")
+        if versions != ["13"]:
+            raise self._rejection(
+                426 if versions else 400,
+                "unsupported Sec-WebSocket-Version"
+                if versions
+                else "missing Sec-WebSocket-Version header",
+                [("Sec-WebSocket-Version", "13")],
+            )
+        keys = headers.get_all("Sec-WebSocket-Key")
+        if len(keys) != 1:
+            raise self._rejection(400, "need exactly one Sec-WebSocket-Key header")
+        try:
+            nonce = base64.b64decode(keys[0].encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            nonce = b""
+        if len(nonce) != 16:
+            raise self._rejection(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+
+    def accept(
+        self,
+        *,
+        subprotocols: Sequence[str],
+        compression: str | None,
+        max_size: int | None,
+        headers: Headers,
+    ) -> tuple[bytes, Opened]:
+        """Answer 101; return the bytes to send and the opened connection's state."""
+        assert self._request is not None
+        event = self._request
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.initiate_upgrade_connection(list(event.headers), event.target)
+            ws_request = next(iter(ws.events()))
+        except RemoteProtocolError as exc:  # pragma: no cover - _check catches these first
+            raise self._rejection(400, str(exc)) from exc
+        assert isinstance(ws_request, WSRequest)
+        offered = list(ws_request.subprotocols)
+        subprotocol = next((name for name in subprotocols if name in offered), None)
+        extensions: list[Extension] = (
+            [deflate_extension(max_size)] if compression == "deflate" else []
+        )
+        extra = [(name.encode(), value.encode()) for name, value in self._standard_headers()]
+        extra += [(name.encode(), value.encode()) for name, value in headers]
+        data = ws.send(
+            AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=extra)
+        )
+        trailing, _ = self._h11.trailing_data
+        if trailing:
+            ws.receive_data(trailing)
+        request = Request(event.target.decode("ascii", "replace"), _decode_pairs(event.headers))
+        return data, Opened(ws, request, Response(101, _own_headers(data)), subprotocol)
+
+    def reject(self, status_code: int, message: str) -> bytes:
+        """The bytes of an HTTP error response with ``message`` as its body."""
+        return self._rejection(status_code, message).response
+
+    def _standard_headers(self) -> list[tuple[str, str]]:
+        return [("Server", self._server_header)] if self._server_header else []
+
+    def _rejection(
+        self, status_code: int, message: str, headers: Sequence[tuple[str, str]] = ()
+    ) -> HandshakeRejected:
+        body = (message + "\n").encode()
+        head = [
+            *self._standard_headers(),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *headers,
+        ]
+        reason = _REASONS.get(status_code, "Error")
+        lines = [f"HTTP/1.1 {status_code} {reason}", *(f"{n}: {v}" for n, v in head), "", ""]
+        return HandshakeRejected(status_code, message, "\r\n".join(lines).encode() + body)
+
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}

@@ -1,0 +1,277 @@
+"""WebSocket framing after the handshake: bytes in, events out. Never imports trio.
+
+How this works: wsproto parses frames and tracks the closing handshake. This module feeds it,
+joins the fragments it yields into whole messages, and enforces what wsproto leaves to its users:
+``max_size`` (checked while a message arrives, so an oversized one is never buffered whole) and a
+bounded permessage-deflate decoder (a small compressed frame cannot inflate past ``max_size``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+
+from .exceptions import PayloadTooBig, ProtocolError, WebSocketError
+
+if TYPE_CHECKING:
+    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+__all__ = [
+    "CloseReceived",
+    "Event",
+    "Failed",
+    "MessageReceived",
+    "PingReceived",
+    "PongReceived",
+    "Protocol",
+    "deflate_extension",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A whole message: str for text, bytes for binary."""
+
+    data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer's close frame (code 1005 when it carried none)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The peer broke the protocol or a limit; we must close with ``code``. No events follow."""
+
+    code: int
+    reason: str
+    error: WebSocketError
+
+
+Event = MessageReceived | PingReceived | PongReceived | CloseReceived | Failed
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _too_big(size: int, max_size: int) -> PayloadTooBig:
+    return PayloadTooBig(f"message of over {size:,} bytes exceeds max_size={max_size:,}")
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate (RFC 7692) whose inbound side never inflates past ``max_size``.
+
+    wsproto's own inbound side inflates each frame without a limit, and loses track of a
+    fragmented compressed message when a control frame arrives between its fragments; this
+    replaces that side and keeps wsproto's negotiation and outbound compression.
+    """
+
+    def __init__(self, max_size: int | None) -> None:
+        super().__init__()
+        self._max_size = max_size
+        self._rx_inflater: zlib._Decompress | None = None  # pyright: ignore[reportPrivateUsage]
+        self._rx_control = False  # the frame being read is a control frame
+        self._rx_compressed: bool | None = None  # None between messages
+        self._rx_size = 0  # bytes inflated so far for the current message
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if opcode.iscontrol() or opcode is Opcode.CONTINUATION:
+            # RFC 7692 §6.1: RSV1 is set on the first frame of a message only.
+            if rsv.rsv1:
+                return CloseReason.PROTOCOL_ERROR
+            self._rx_control = opcode.iscontrol()
+            return RsvBits(False, False, False)
+        self._rx_control = False
+        self._rx_compressed = rsv.rsv1
+        self._rx_size = 0
+        if rsv.rsv1 and self._rx_inflater is None:
+            bits = self.server_max_window_bits if proto.client else self.client_max_window_bits
+            self._rx_inflater = zlib.decompressobj(-bits)
+        return RsvBits(True, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if self._rx_control or not self._rx_compressed:
+            return data
+        return self._inflate(data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if self._rx_control or not fin:
+            return None
+        compressed, self._rx_compressed = self._rx_compressed, None
+        if not compressed:
+            return None
+        result = self._inflate(b"\x00\x00\xff\xff")
+        no_context_takeover = (
+            self.server_no_context_takeover if proto.client else self.client_no_context_takeover
+        )
+        if no_context_takeover:
+            self._rx_inflater = None
+        return result
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        assert self._rx_inflater is not None
+        try:
+            if self._max_size is None:
+                return self._rx_inflater.decompress(data)
+            # Inflate one byte past the budget at most: enough to know it is exceeded.
+            budget = self._max_size - self._rx_size + 1
+            output = self._rx_inflater.decompress(data, budget)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._rx_size += len(output)
+        if self._rx_size > self._max_size:
+            return CloseReason.MESSAGE_TOO_BIG
+        return output
+
+
+def deflate_extension(max_size: int | None) -> BoundedDeflate:
+    """The permessage-deflate extension to offer (client) or accept (server)."""
+    return BoundedDeflate(max_size)
+
+
+class Protocol:
+    """One open WebSocket connection's framing state.
+
+    Args:
+        ws: a wsproto connection whose opening handshake has completed.
+        max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
+            None for no limit.
+    """
+
+    def __init__(self, ws: WSConnection, *, max_size: int | None) -> None:
+        self._ws = ws
+        self._max_size = max_size
+        self._fragments: list[str] | list[bytes] = []
+        self._size = 0
+        self._failed = False
+
+    @property
+    def can_send_data(self) -> bool:
+        """Whether a message may still be sent: no close frame sent or received."""
+        return self._ws.state is ConnectionState.OPEN and not self._failed
+
+    @property
+    def close_sent(self) -> bool:
+        return self._ws.state in (ConnectionState.LOCAL_CLOSING, ConnectionState.CLOSED)
+
+    def receive_data(self, data: bytes | bytearray) -> list[Event]:
+        """Feed bytes read from the network; return the events they complete."""
+        if self._failed or self._ws.state is ConnectionState.CLOSED:
+            return []  # RFC 6455 §5.5.1: nothing after the close frame counts.
+        self._ws.receive_data(bytes(data))
+        events: list[Event] = []
+        for event in self._ws.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                message = self._add_fragment(event)
+                if isinstance(message, Failed):
+                    events.append(message)
+                    break
+                if message is not None:
+                    events.append(MessageReceived(message))
+            elif isinstance(event, Ping):
+                events.append(PingReceived(bytes(event.payload)))
+            elif isinstance(event, Pong):
+                events.append(PongReceived(bytes(event.payload)))
+            elif isinstance(event, CloseConnection):
+                events.append(self._close_event(event))
+                break
+        return events
+
+    def _add_fragment(self, event: TextMessage | BytesMessage) -> str | bytes | Failed | None:
+        data = event.data if isinstance(event.data, str | bytes) else bytes(event.data)
+        if self._max_size is not None:
+            size = _utf8_length(data) if isinstance(data, str) else len(data)
+            self._size += size
+            if self._size > self._max_size:
+                self._failed = True
+                self._fragments = []
+                return Failed(1009, "message too big", _too_big(self._size, self._max_size))
+        if not event.message_finished:
+            self._fragments.append(data)  # type: ignore[arg-type]
+            return None
+        self._size = 0
+        if not self._fragments:
+            return data
+        fragments, self._fragments = self._fragments, []
+        fragments.append(data)  # type: ignore[arg-type]
+        if isinstance(data, str):
+            return "".join(fragments)  # type: ignore[arg-type]
+        return b"".join(fragments)  # type: ignore[arg-type]
+
+    def _close_event(self, event: CloseConnection) -> CloseReceived | Failed:
+        # wsproto reports a frame it cannot parse as a CloseConnection too; only a real close
+        # frame moves its state out of OPEN.
+        if self._ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
+            return CloseReceived(int(event.code), event.reason or "")
+        self._failed = True
+        code = int(event.code)
+        reason = event.reason or "protocol error"
+        if code == 1009:
+            assert self._max_size is not None
+            error: WebSocketError = _too_big(self._max_size, self._max_size)
+            return Failed(code, "message too big", error)
+        return Failed(code, _close_reason_for(code), ProtocolError(reason))
+
+    def send_message(self, message: str | bytes | bytearray | memoryview) -> bytes:
+        """Frame one whole message."""
+        if isinstance(message, str):
+            return self._ws.send(TextMessage(data=message))
+        if isinstance(message, bytes | bytearray | memoryview):  # pyright: ignore[reportUnnecessaryIsInstance]
+            return self._ws.send(BytesMessage(data=bytes(message)))
+        raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
+
+    def send_ping(self, payload: bytes) -> bytes:
+        return self._ws.send(Ping(payload=payload))
+
+    def send_pong(self, payload: bytes) -> bytes:
+        return self._ws.send(Pong(payload=payload))
+
+    def send_close(self, code: int, reason: str) -> bytes:
+        """Frame our close frame: a new close, or the answer to the peer's."""
+        if self.close_sent:
+            return b""
+        return self._ws.send(CloseConnection(code=code, reason=reason or None))
+
+
+def _close_reason_for(code: int) -> str:
+    if code == 1007:
+        return "invalid UTF-8 in text"
+    return "protocol error"

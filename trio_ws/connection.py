@@ -1,0 +1,561 @@
+"""An open WebSocket connection over a trio stream: the same API on the client and the server.
+
+How this works: a :class:`Connection` owns its stream and two background tasks, which run in a
+nursery opened by :meth:`Connection._session` (inside ``connect()``'s context on the client,
+inside the server's per-connection task on the server):
+
+- the reader reads the stream, feeds the frame protocol, queues whole messages (and stops reading
+  while ``max_queue`` of them wait, so that TCP pushes back), answers pings, settles pongs and
+  plays its part in the closing handshake. It runs in a shielded cancel scope of its own so that
+  a cancelled body can still finish the closing handshake; the session cancels it on exit. It
+  alone marks the connection CLOSED and closes the stream, unless a close times out.
+- the keepalive task pings every ``ping_interval`` seconds and fails the connection with 1011
+  when no pong comes within ``ping_timeout``.
+
+User tasks send under a lock, so frames never interleave, and receive from the message queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import trio
+
+from . import _groups
+from ._protocol import (
+    CloseReceived,
+    Event,
+    MessageReceived,
+    PingReceived,
+    PongReceived,
+    Protocol,
+)
+from .exceptions import (
+    OK_CLOSE_CODES,
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._handshake import Opened
+    from .http import Request, Response
+
+__all__ = ["Address", "Connection", "Data", "LoggerLike", "State"]
+
+#: A message: str for a text frame, bytes for a binary one.
+Data = str | bytes
+#: A socket address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6.
+Address = tuple[str, int] | tuple[str, int, int, int]
+#: What the ``logger`` option accepts.
+LoggerLike = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+_RECEIVE_SIZE = 64 * 1024
+# RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012-1014.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+class State(enum.Enum):
+    """Where a connection is in its life (RFC 6455 §4-7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+@dataclass
+class _PendingPing:
+    done: trio.Event
+    sent_at: float
+    rtt: float | None = None
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    while isinstance(stream, trio.SSLStream):
+        stream = cast("trio.abc.Stream", stream.transport_stream)  # pyright: ignore[reportUnknownMemberType]
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def _address(address: object) -> Address | None:
+    if isinstance(address, tuple):
+        return cast("Address", address)
+    return None
+
+
+class Connection:
+    """A WebSocket connection that completed its opening handshake.
+
+    :class:`~trio_ws.ClientConnection` and :class:`~trio_ws.ServerConnection` derive from it; you
+    get one from :func:`~trio_ws.connect` or as your handler's argument, never by creating it.
+
+    Every method may be called from any task. ``send``, ``ping`` and ``pong`` wait their turn to
+    write; only one task may wait in ``recv`` at a time.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        opened: Opened,
+        *,
+        is_client: bool,
+        close_timeout: float | None,
+        ping_interval: float | None,
+        ping_timeout: float | None,
+        max_size: int | None,
+        max_queue: int | None,
+        logger: LoggerLike,
+    ) -> None:
+        self._stream = stream
+        self._protocol = Protocol(opened.ws, max_size=max_size)
+        self._is_client = is_client
+        self._request = opened.request
+        self._response = opened.response
+        self._subprotocol = opened.subprotocol
+        self._close_timeout = math.inf if close_timeout is None else close_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = math.inf if ping_timeout is None else ping_timeout
+        self._max_queue = math.inf if max_queue is None else max_queue
+        self._logger = logger
+        self._id = uuid.uuid4()
+        sock = _socket_of(stream)
+        self._local_address = _address(sock.getsockname()) if sock else None
+        self._remote_address = _address(sock.getpeername()) if sock else None
+
+        self._state = State.OPEN
+        self._messages: deque[Data] = deque()
+        self._message_arrived = trio.lowlevel.ParkingLot()
+        self._queue_has_room = trio.lowlevel.ParkingLot()
+        self._receiving = False
+        self._done_receiving = False
+        self._send_lock = trio.StrictFIFOLock()
+        self._pings: dict[bytes, _PendingPing] = {}
+        self._latency = 0.0
+        self._close_rcvd: tuple[int, str] | None = None
+        self._close_sent: tuple[int, str] | None = None
+        self._failure: tuple[int, str, BaseException | None] | None = None
+        self._reader_scope = trio.CancelScope(shield=True)
+        self._closed = trio.Event()
+
+    # -- what you can ask ------------------------------------------------------------------
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique id for this connection, used in log messages."""
+        return self._id
+
+    @property
+    def local_address(self) -> Address | None:
+        """This end's socket address (None over a stream that is not a socket)."""
+        return self._local_address
+
+    @property
+    def remote_address(self) -> Address | None:
+        """The peer's socket address (None over a stream that is not a socket)."""
+        return self._remote_address
+
+    @property
+    def request(self) -> Request:
+        """The client's opening-handshake request: path and headers."""
+        return self._request
+
+    @property
+    def response(self) -> Response:
+        """The server's opening-handshake response (status 101 and headers)."""
+        return self._response
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol both sides agreed on, or None."""
+        return self._subprotocol
+
+    @property
+    def state(self) -> State:
+        """OPEN until a close frame is sent or received, CLOSING until the socket is closed."""
+        return self._state
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the peer's close frame (1005 if it had none, 1006 if none came).
+
+        None until the connection is closed or a close frame has been received.
+        """
+        if self._close_rcvd is not None:
+            return self._close_rcvd[0]
+        return 1006 if self._state is State.CLOSED else None
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason in the peer's close frame ("" if none came); None while open."""
+        if self._close_rcvd is not None:
+            return self._close_rcvd[1]
+        return "" if self._state is State.CLOSED else None
+
+    @property
+    def latency(self) -> float:
+        """The last round-trip time measured by a ping, in seconds (0.0 before the first)."""
+        return self._latency
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._id} {self._state.name}>"
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def send(self, message: Data) -> None:
+        """Send one message: a text frame for str, a binary frame for bytes.
+
+        Blocks while the peer is not reading fast enough (TCP backpressure) and while another
+        task is sending.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: ``message`` is neither str nor bytes-like.
+
+        Cancelling before the message starts to go out sends nothing. Cancelling while it is
+        going out may leave half a frame on the wire, which nothing can follow: the connection
+        then fails with 1011 and its socket is closed.
+        """
+        if not isinstance(message, str | bytes | bytearray | memoryview):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
+        async with self._send_lock:
+            if self._state is not State.OPEN or not self._protocol.can_send_data:
+                raise self._closed_error()
+            await self._write(self._protocol.send_message(message))
+
+    async def recv(self) -> Data:
+        """Wait for the next message: str for text frames, bytes for binary.
+
+        Messages that arrived before the connection closed are still returned, in order.
+
+        Raises:
+            ConnectionClosedOK: the connection closed with 1000, 1001 or no code.
+            ConnectionClosedError: the connection failed or closed with another code.
+            ConcurrencyError: another task is already waiting in recv().
+
+        Cancelling is safe: nothing is consumed, the next call gets the message.
+        """
+        if self._receiving:
+            raise ConcurrencyError("another task is already waiting in recv()")
+        self._receiving = True
+        try:
+            while not self._messages:
+                if self._done_receiving:
+                    await trio.lowlevel.checkpoint()
+                    raise self._closed_error()
+                await self._message_arrived.park()
+            await trio.lowlevel.checkpoint()
+            message = self._messages.popleft()
+            self._queue_has_room.unpark_all()
+            return message
+        finally:
+            self._receiving = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Data:
+        """The next message; the iteration stops when the connection closes normally.
+
+        Raises:
+            ConnectionClosedError: the connection failed or closed with an error code.
+        """
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    # -- control frames --------------------------------------------------------------------
+
+    async def ping(self, data: Data | None = None) -> float:
+        """Send a ping and wait for the matching pong; return the round-trip time in seconds.
+
+        ``data`` (at most 125 bytes) defaults to 4 random bytes. A pong also answers every
+        ping sent before the one it matches.
+
+        Raises:
+            ConnectionClosed: the connection closed before the pong came.
+            ConcurrencyError: a ping with the same data is still waiting for its pong.
+            ValueError: ``data`` is longer than 125 bytes.
+
+        Cancelling stops the wait; a pong that comes later is ignored.
+        """
+        if data is None:
+            payload = os.urandom(4)
+            while payload in self._pings:  # pragma: no cover - 1 in 4 billion
+                payload = os.urandom(4)
+        else:
+            payload = data.encode() if isinstance(data, str) else bytes(data)
+        if len(payload) > 125:
+            raise ValueError(f"ping data of {len(payload)} bytes exceeds the 125-byte limit")
+        if payload in self._pings:
+            raise ConcurrencyError("a ping with the same data is already waiting for its pong")
+        pending = _PendingPing(trio.Event(), 0.0)
+        async with self._send_lock:
+            if self._state is not State.OPEN or not self._protocol.can_send_data:
+                raise self._closed_error()
+            pending.sent_at = trio.current_time()
+            self._pings[payload] = pending
+            await self._write(self._protocol.send_ping(payload))
+        try:
+            await pending.done.wait()
+        finally:
+            if not pending.done.is_set():
+                self._pings.pop(payload, None)
+        if pending.rtt is None:
+            raise self._closed_error()
+        return pending.rtt
+
+    async def pong(self, data: Data = b"") -> None:
+        """Send an unsolicited pong (a one-way heartbeat, RFC 6455 §5.5.3).
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            ValueError: ``data`` is longer than 125 bytes.
+        """
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        if len(payload) > 125:
+            raise ValueError(f"pong data of {len(payload)} bytes exceeds the 125-byte limit")
+        async with self._send_lock:
+            if self._state is not State.OPEN or not self._protocol.can_send_data:
+                raise self._closed_error()
+            await self._write(self._protocol.send_pong(payload))
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Run the closing handshake, then close the socket.
+
+        Sends a close frame with ``code`` and ``reason``, waits up to ``close_timeout`` for the
+        peer's, then closes the socket. Does nothing more if the connection is already closing
+        or closed. Never raises a ConnectionClosed.
+
+        Raises:
+            ValueError: ``code`` is not one an endpoint may send (RFC 6455 §7.4).
+
+        Cancelling stops the wait and closes the socket at once.
+        """
+        if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
+        if len(reason.encode()) > 123:
+            raise ValueError("close reason exceeds 123 bytes in UTF-8 (RFC 6455 §5.5)")
+        try:
+            await self._close(code, reason)
+        except BaseException:
+            self._reader_scope.cancel()
+            await self._finish()
+            raise
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed and its socket released."""
+        await self._closed.wait()
+
+    async def _close(self, code: int, reason: str) -> None:
+        with trio.move_on_after(self._close_timeout):
+            if self._state is State.OPEN:
+                await self._send_close(code, reason)
+            await self._closed.wait()
+        if not self._closed.is_set():
+            self._reader_scope.cancel()
+            await self._finish()
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        """Send our close frame (a new one, or the answer to the peer's) unless it is out."""
+        async with self._send_lock:
+            if self._protocol.close_sent or self._state is State.CLOSED:
+                return
+            data = self._protocol.send_close(code, reason)
+            self._close_sent = (code, reason)
+            if self._state is State.OPEN:
+                self._state = State.CLOSING
+            # The reader may be waiting for room in the queue: it must read the peer's answer.
+            self._queue_has_room.unpark_all()
+            with suppress(ConnectionClosed):
+                await self._write(data)
+
+    async def _fail(self, code: int, reason: str, cause: BaseException | None) -> None:
+        """Fail the connection (RFC 6455 §7.1.7): close frame if possible, then close TCP."""
+        self._record_failure(code, reason, cause)
+        self._logger.debug("connection %s failed: %d %s", self._id, code, reason)
+        with trio.move_on_after(self._close_timeout):
+            await self._send_close(code, reason)
+        self._reader_scope.cancel()
+        await self._finish()
+
+    def _record_failure(self, code: int, reason: str, cause: BaseException | None) -> None:
+        if self._failure is None and self._close_rcvd is None:
+            self._failure = (code, reason, cause)
+        self._stop_receiving()
+
+    def _stop_receiving(self) -> None:
+        self._done_receiving = True
+        self._message_arrived.unpark_all()
+
+    async def _finish(self) -> None:
+        """Mark the connection closed and release its socket. Safe to call more than once."""
+        if self._state is not State.CLOSED:
+            self._state = State.CLOSED
+            self._stop_receiving()
+            self._queue_has_room.unpark_all()
+            for pending in self._pings.values():
+                pending.done.set()
+            self._pings.clear()
+            self._logger.debug("connection %s closed: code %s", self._id, self.close_code)
+        await trio.aclose_forcefully(self._stream)
+        self._closed.set()
+
+    def _closed_error(self) -> ConnectionClosed:
+        """The exception that says how the connection ended (or is ending)."""
+        if self._failure is not None:
+            code, reason, cause = self._failure
+            error = ConnectionClosedError(code, reason)
+            error.__cause__ = cause
+            return error
+        rcvd, sent = self._close_rcvd, self._close_sent
+        if rcvd is None and (sent is None or self._state is State.CLOSED):
+            return ConnectionClosedError(1006, "connection lost without a close frame")
+        code, reason = rcvd if rcvd is not None else cast("tuple[int, str]", sent)
+        if code in OK_CLOSE_CODES and (sent is None or sent[0] in OK_CLOSE_CODES):
+            return ConnectionClosedOK(code, reason)
+        return ConnectionClosedError(code, reason)
+
+    # -- the wire --------------------------------------------------------------------------
+
+    async def _write(self, data: bytes) -> None:
+        """Write bytes under the send lock; map transport failures to ConnectionClosed."""
+        try:
+            await self._stream.send_all(data)
+        except trio.Cancelled:
+            # The frame may be cut: nothing may follow it on this stream.
+            self._record_failure(1011, "send cancelled mid-frame", None)
+            self._reader_scope.cancel()
+            raise
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._record_failure(1006, "connection lost", exc)
+            self._reader_scope.cancel()
+            raise self._closed_error() from exc
+
+    # -- background tasks ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncGenerator[Self, None]:
+        """Run the background tasks around the body; close the connection when it exits.
+
+        A body that returns closes with 1000, one that raises with 1011, one that is cancelled
+        with 1001 in a shielded step bounded by ``close_timeout``.
+        """
+        async with _groups.open_nursery() as nursery:
+            nursery.start_soon(self._read_loop)
+            if self._ping_interval is not None:
+                nursery.start_soon(self._keepalive_loop, self._ping_interval)
+            try:
+                yield self
+            except BaseException as exc:
+                code, reason = (
+                    (1011, "internal error")
+                    if isinstance(exc, Exception)
+                    else (1001, "going away")
+                )
+                with trio.CancelScope(shield=True):
+                    await self._close(code, reason)
+                raise
+            else:
+                await self._close(1000, "")
+            finally:
+                self._reader_scope.cancel()
+                nursery.cancel_scope.cancel()
+                await self._finish()
+
+    async def _read_loop(self) -> None:
+        try:
+            with self._reader_scope:
+                await self._read_until_closed()
+        except Exception as exc:  # a bug in trio_ws: report it, never raise it
+            self._logger.exception("connection %s: internal error in the reader", self._id)
+            self._record_failure(1011, "internal error", exc)
+        finally:
+            await self._finish()
+
+    async def _read_until_closed(self) -> None:
+        while True:
+            if len(self._messages) >= self._max_queue and self._state is State.OPEN:
+                await self._queue_has_room.park()
+                continue
+            try:
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._record_failure(1006, "connection lost", exc)
+                return
+            if not data:
+                self._stop_receiving()
+                return
+            for event in self._protocol.receive_data(data):
+                if not await self._handle(event):
+                    return
+
+    async def _handle(self, event: Event) -> bool:
+        """Act on one protocol event; return False when the reader should stop."""
+        if isinstance(event, MessageReceived):
+            if self._state is State.OPEN or len(self._messages) < self._max_queue:
+                self._messages.append(event.data)
+                self._message_arrived.unpark()
+        elif isinstance(event, PingReceived):
+            if self._protocol.can_send_data:
+                async with self._send_lock:
+                    if self._protocol.can_send_data and self._state is not State.CLOSED:
+                        await self._write(self._protocol.send_pong(event.payload))
+        elif isinstance(event, PongReceived):
+            self._settle_pings(event.payload)
+        elif isinstance(event, CloseReceived):
+            self._close_rcvd = (event.code, event.reason)
+            self._stop_receiving()
+            with trio.move_on_after(self._close_timeout):
+                await self._send_close(event.code, "")
+            return self._await_server_eof()
+        else:
+            await self._fail(event.code, event.reason, event.error)
+            return False
+        return True
+
+    def _await_server_eof(self) -> bool:
+        """After the closing handshake: RFC 6455 §7.1.1 has the server close TCP first."""
+        if not self._is_client:
+            return False
+        self._reader_scope.deadline = trio.current_time() + self._close_timeout
+        return True
+
+    def _settle_pings(self, payload: bytes) -> None:
+        if payload not in self._pings:
+            return  # unsolicited, or answers a ping that was given up on
+        now = trio.current_time()
+        while self._pings:
+            key, pending = next(iter(self._pings.items()))
+            del self._pings[key]
+            pending.rtt = now - pending.sent_at
+            pending.done.set()
+            if key == payload:
+                self._latency = pending.rtt
+                return
+
+    async def _keepalive_loop(self, interval: float) -> None:
+        while self._state is State.OPEN:
+            await trio.sleep(interval)
+            try:
+                with trio.move_on_after(self._ping_timeout) as scope:
+                    await self.ping()
+            except ConnectionClosed:
+                return
+            if scope.cancelled_caught:
+                await self._fail(1011, "keepalive ping timeout", None)
+                return

@@ -1,0 +1,97 @@
+"""Exceptions raised by trio_ws.
+
+Every exception the library defines derives from :class:`WebSocketError`. Besides these, network
+failures surface as plain :class:`OSError` (connection refused, TLS verification failed) and
+timeouts as :class:`TimeoutError`; never as an :class:`ExceptionGroup` from the library's own
+nurseries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .http import Response
+
+__all__ = [
+    "ConcurrencyError",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "InvalidHandshake",
+    "InvalidStatus",
+    "InvalidURI",
+    "PayloadTooBig",
+    "ProtocolError",
+    "WebSocketError",
+]
+
+#: Close codes that mean the connection ended as intended (1005: a close frame without a code).
+OK_CLOSE_CODES = frozenset({1000, 1001, 1005})
+
+
+class WebSocketError(Exception):
+    """Base class of every exception raised by trio_ws."""
+
+
+class ConnectionClosed(WebSocketError):
+    """The connection is closed: no message can be sent or received any more.
+
+    Attributes:
+        code: the close code that ended the connection. It is the code of the peer's close frame
+            (1005 when that frame had none), the code trio_ws closed with when it failed the
+            connection (1009 for an oversized message, 1011 when a keepalive pong was missing...),
+            or 1006 when the TCP connection ended without a close frame.
+        reason: the close reason that goes with ``code`` ("" when there is none).
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(code, reason)
+
+    def __str__(self) -> str:
+        text = f"connection closed with code {self.code}"
+        if self.reason:
+            text += f" ({self.reason})"
+        return text
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection was closed properly, with code 1000, 1001 or none."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection failed or was closed with an error code."""
+
+
+class InvalidURI(WebSocketError, ValueError):
+    """The URI given to :func:`~trio_ws.connect` is not a valid ws:// or wss:// URI."""
+
+
+class InvalidHandshake(WebSocketError):
+    """The opening handshake failed: the peer's HTTP request or response broke RFC 6455."""
+
+
+class InvalidStatus(InvalidHandshake):
+    """The server answered the opening handshake with an HTTP status other than 101.
+
+    Attributes:
+        response: the server's HTTP response, with ``status_code``, ``headers`` and ``body``.
+    """
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        super().__init__(f"server rejected WebSocket connection: HTTP {response.status_code}")
+
+
+class PayloadTooBig(WebSocketError):
+    """A received message is larger than ``max_size``; the connection closes with 1009."""
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke the WebSocket protocol; the connection closes with 1002 or 1007."""
+
+
+class ConcurrencyError(WebSocketError, RuntimeError):
+    """Two tasks did what only one may do at a time, such as both waiting in ``recv()``."""

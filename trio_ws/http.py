@@ -1,0 +1,108 @@
+"""The HTTP side of the opening handshake: headers, the client's request, the server's response."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import cast
+
+__all__ = ["Headers", "HeadersLike", "Request", "Response"]
+
+
+class Headers:
+    """HTTP headers: an ordered list of (name, value) pairs, looked up without regard to case.
+
+    ``headers["Host"]`` returns the first value of that name and raises :class:`KeyError` when
+    there is none; :meth:`get_all` returns every value. Iterating yields (name, value) pairs in
+    the order they were received or added.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: HeadersLike | None = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        if items is not None:
+            if isinstance(items, Headers):
+                pairs: Iterable[tuple[str, str]] = items.items()
+            elif isinstance(items, Mapping):
+                pairs = cast("Mapping[str, str]", items).items()
+            else:
+                pairs = items
+            for name, value in pairs:
+                self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header; earlier headers of the same name stay."""
+        self._items.append((name, value))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the first value of ``name``, or ``default`` when it is absent."""
+        key = name.lower()
+        for item_name, value in self._items:
+            if item_name.lower() == key:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of ``name``, in order (an empty list when it is absent)."""
+        key = name.lower()
+        return [value for item_name, value in self._items if item_name.lower() == key]
+
+    def items(self) -> list[tuple[str, str]]:
+        """Return all (name, value) pairs, in order."""
+        return list(self._items)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+#: What ``additional_headers`` accepts: a :class:`Headers`, a mapping or (name, value) pairs.
+HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """The client's opening-handshake request.
+
+    Attributes:
+        path: the request target, such as ``"/chat?room=1"``.
+        headers: every header the client sent.
+    """
+
+    path: str
+    headers: Headers = field(default_factory=Headers)
+
+
+@dataclass(frozen=True)
+class Response:
+    """The server's opening-handshake response.
+
+    Attributes:
+        status_code: 101 when the server accepted the WebSocket connection.
+        headers: every header the server sent.
+        body: the response body, for a rejection (empty for 101).
+    """
+
+    status_code: int
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""

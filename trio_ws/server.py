@@ -1,0 +1,359 @@
+"""The server: :func:`serve` listens, and a :class:`Server` owns every connection it accepted.
+
+How this works: ``serve()`` runs one accept loop per listener inside the server's cancel scope.
+Each accepted TCP connection becomes a task in the server's nursery: it runs the opening
+handshake (bounded by ``open_timeout``), then the user's handler inside the connection's
+session, which closes the connection when the handler returns (1000), raises (1011, logged) or
+is cancelled (1001). Nothing a client or a handler does escapes ``serve()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+import trio
+
+from . import _groups
+from ._handshake import HandshakeRejected, Opened, ServerHandshake
+from ._version import __version__
+from .connection import Connection, LoggerLike
+from .exceptions import ConnectionClosed, InvalidHandshake
+from .http import Headers, HeadersLike
+
+__all__ = ["DEFAULT_SERVER_HEADER", "Handler", "Server", "ServerConnection", "serve"]
+
+#: The Server header sent unless ``server_header`` says otherwise.
+DEFAULT_SERVER_HEADER = f"trio_ws/{__version__}"
+
+_RECEIVE_SIZE = 16 * 1024
+# accept() errors that mean "out of file descriptors or memory for now": wait, then go on.
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    code
+    for code in (getattr(errno, name, None) for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS"))
+    if code is not None
+)
+
+
+class ServerConnection(Connection):
+    """The server's side of a WebSocket connection; see :class:`~trio_ws.connection.Connection`."""
+
+
+#: What :func:`serve` runs for each connection.
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+class Server:
+    """A running WebSocket server, as reported by :func:`serve` through ``task_status``.
+
+    Stop it gracefully with :meth:`aclose`, or at once with ``server.cancel_scope.cancel()``;
+    either way ``serve()`` returns once every connection has ended.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        handler: Handler,
+        *,
+        new_connection: Callable[[trio.abc.Stream, Opened], ServerConnection],
+        open_timeout: float | None,
+        close_timeout: float | None,
+        max_size: int | None,
+        compression: str | None,
+        subprotocols: Sequence[str],
+        headers: Headers,
+        server_header: str | None,
+        logger: LoggerLike,
+    ) -> None:
+        self._listeners = list(listeners)
+        self._handler = handler
+        self._new_connection = new_connection
+        self._open_timeout = math.inf if open_timeout is None else open_timeout
+        self._close_timeout = math.inf if close_timeout is None else close_timeout
+        self._max_size = max_size
+        self._compression = compression
+        self._subprotocols = subprotocols
+        self._headers = headers
+        self._server_header = server_header
+        self._logger = logger
+        self._cancel_scope = trio.CancelScope()
+        self._accept_scope = trio.CancelScope()
+        self._connections: set[ServerConnection] = set()
+        self._handlers = 0
+        self._idle = trio.Event()
+        self._stopped = trio.Event()
+
+    @property
+    def cancel_scope(self) -> trio.CancelScope:
+        """Cancel it for a hard stop: stop listening and cancel every handler.
+
+        Each connection still sends a close frame with 1001 in a shielded step bounded by
+        ``close_timeout`` before its socket closes.
+        """
+        return self._cancel_scope
+
+    @property
+    def connections(self) -> frozenset[ServerConnection]:
+        """The connections whose handler is running."""
+        return frozenset(self._connections)
+
+    @property
+    def listeners(self) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        """The listeners accepting connections (one per address family when host is None)."""
+        return list(self._listeners)
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (the one chosen, when serve() was given 0)."""
+        return _port_of(self._listeners[0])
+
+    async def aclose(
+        self,
+        code: int = 1001,
+        reason: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - the handlers' deadline, not this call's
+    ) -> None:
+        """Stop gracefully: stop accepting, close every connection, wait for the handlers.
+
+        Sends a close frame with ``code`` and ``reason`` to every open connection, so that the
+        handlers' ``recv()`` ends with ConnectionClosedOK, then waits for the handlers up to
+        ``timeout`` seconds (default: ``close_timeout``) and cancels those still running.
+        Returns once ``serve()`` has returned. Call it from outside the handlers.
+        """
+        deadline = trio.current_time() + (self._close_timeout if timeout is None else timeout)
+        self._accept_scope.cancel()
+        with trio.move_on_at(deadline):
+            async with _groups.open_nursery() as nursery:
+                for connection in list(self._connections):
+                    nursery.start_soon(connection.aclose, code, reason)
+                await self._wait_idle()
+        self._cancel_scope.cancel()
+        await self._stopped.wait()
+
+    async def _wait_idle(self) -> None:
+        if self._handlers:
+            await self._idle.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _serve(self, task_status: trio.TaskStatus[Server]) -> None:
+        try:
+            with self._cancel_scope:
+                async with _groups.open_nursery() as handlers:
+                    with self._accept_scope:
+                        async with _groups.open_nursery() as accepting:
+                            for listener in self._listeners:
+                                accepting.start_soon(self._accept_loop, listener, handlers)
+                            task_status.started(self)
+                    await self._close_listeners()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_listeners()
+            self._stopped.set()
+
+    async def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            await trio.aclose_forcefully(listener)
+
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[trio.abc.Stream], handlers: trio.Nursery
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except trio.ClosedResourceError:
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    self._logger.error("accept() failed for lack of resources", exc_info=True)
+                    await trio.sleep(0.1)
+                    continue
+                self._logger.error("accept() failed; this listener stops", exc_info=True)
+                return
+            self._handlers += 1
+            if self._idle.is_set():
+                self._idle = trio.Event()
+            handlers.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        try:
+            opened = await self._open(stream)
+            if opened is not None:
+                await self._run_handler(stream, opened)
+        finally:
+            await trio.aclose_forcefully(stream)
+            self._handlers -= 1
+            if not self._handlers:
+                self._idle.set()
+
+    async def _run_handler(self, stream: trio.abc.Stream, opened: Opened) -> None:
+        ws = self._new_connection(stream, opened)
+        self._connections.add(ws)
+        try:
+            async with ws._session():  # pyright: ignore[reportPrivateUsage]
+                await self._handler(ws)
+        except ConnectionClosed as exc:
+            self._logger.debug("connection %s: handler ended on %r", ws.id, exc)
+        except Exception:
+            self._logger.error("connection %s: handler raised", ws.id, exc_info=True)
+        finally:
+            self._connections.discard(ws)
+
+    async def _open(self, stream: trio.abc.Stream) -> Opened | None:
+        """Run the server's side of the opening handshake; None if it did not succeed."""
+        handshake = ServerHandshake(server_header=self._server_header)
+        try:
+            with trio.fail_after(self._open_timeout):
+                while await self._read_request(stream, handshake) is None:
+                    pass
+                response, opened = handshake.accept(
+                    subprotocols=self._subprotocols,
+                    compression=self._compression,
+                    max_size=self._max_size,
+                    headers=self._headers,
+                )
+                await stream.send_all(response)
+                return opened
+        except HandshakeRejected as exc:
+            self._logger.info("rejected a handshake: %s", exc)
+            with (
+                trio.move_on_after(self._close_timeout),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await stream.send_all(exc.response)
+        except (InvalidHandshake, trio.TooSlowError) as exc:
+            self._logger.debug("opening handshake failed: %r", exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._logger.debug("connection lost during the opening handshake: %r", exc)
+        return None
+
+    @staticmethod
+    async def _read_request(stream: trio.abc.Stream, handshake: ServerHandshake) -> object:
+        return handshake.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+
+
+def _port_of(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
+    while isinstance(listener, trio.SSLListener):
+        listener = cast(
+            "trio.abc.Listener[trio.abc.Stream]",
+            listener.transport_listener,  # pyright: ignore[reportUnknownMemberType]
+        )
+    if not isinstance(listener, trio.SocketListener):
+        raise TypeError(f"{listener!r} is not a TCP listener")
+    port: int = listener.socket.getsockname()[1]
+    return port
+
+
+async def _open_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    if port == 0 and len({_port_of(listener) for listener in listeners}) > 1:
+        # One port for every address family, as a user of server.port expects.
+        chosen = _port_of(listeners[0])
+        for listener in listeners[1:]:
+            await listener.aclose()
+        rest = await trio.open_tcp_listeners(chosen, host=host)
+        same_family = {listeners[0].socket.family}
+        listeners[1:] = [lst for lst in rest if lst.socket.family not in same_family]
+        for listener in rest:
+            if listener not in listeners:
+                await listener.aclose()
+    return listeners
+
+
+async def serve(
+    handler: Handler,
+    host: str | None,
+    port: int,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    open_timeout: float | None = 10,
+    close_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    max_size: int | None = 2**20,
+    max_queue: int | None = 16,
+    compression: str | None = "deflate",
+    subprotocols: Sequence[str] | None = None,
+    additional_headers: HeadersLike | None = None,
+    server_header: str | None = DEFAULT_SERVER_HEADER,
+    logger: LoggerLike | None = None,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``host``:``port`` and run ``handler(ws)`` for every WebSocket connection.
+
+    ::
+
+        server = await nursery.start(trio_ws.serve, handler, "127.0.0.1", 8765)
+
+    Reports a :class:`Server` through ``task_status`` once listening, then runs until
+    ``server.cancel_scope`` is cancelled, :meth:`Server.aclose` is called or the caller is
+    cancelled. When a handler returns, its connection closes with 1000; when it raises, the
+    error is logged with the connection's id and the connection closes with 1011. Either way
+    the server goes on serving.
+
+    Args:
+        handler: an async function taking a :class:`ServerConnection`.
+        host: the address to listen on; None for every interface.
+        port: the TCP port; 0 picks a free one (see :attr:`Server.port`).
+        ssl: a TLS context to serve ``wss://``.
+        open_timeout: seconds allowed for TLS and the opening handshake; None for no limit.
+        close_timeout: seconds allowed for each closing handshake; None for no limit.
+        ping_interval: seconds between keepalive pings; None turns keepalive off.
+        ping_timeout: seconds to wait for a keepalive pong before failing with 1011.
+        max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
+            a larger one fails the connection with 1009. None for no limit.
+        max_queue: messages received but not yet read per connection; when that many wait,
+            the connection stops reading its socket so that TCP pushes back. None: no limit.
+        compression: "deflate" to accept permessage-deflate (RFC 7692), None to refuse it.
+        subprotocols: subprotocols supported, most preferred first; the first one the client
+            also offers is chosen.
+        additional_headers: extra headers for the 101 response.
+        server_header: the Server header; None sends none.
+        logger: where to log; default ``logging.getLogger("trio_ws.server")``.
+        task_status: given by :meth:`trio.Nursery.start`.
+
+    Raises:
+        OSError: the address could not be bound (port in use, no such interface...).
+    """
+    if compression not in ("deflate", None):
+        raise ValueError(f'compression must be "deflate" or None, not {compression!r}')
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
+    for listener in await _open_listeners(host, port):
+        if ssl is None:
+            listeners.append(listener)
+        else:
+            listeners.append(trio.SSLListener(listener, ssl, https_compatible=True))
+    log = logger or logging.getLogger("trio_ws.server")
+
+    def new_connection(stream: trio.abc.Stream, opened: Opened) -> ServerConnection:
+        return ServerConnection(
+            stream,
+            opened,
+            is_client=False,
+            close_timeout=close_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_size=max_size,
+            max_queue=max_queue,
+            logger=log,
+        )
+
+    server = Server(
+        listeners,
+        handler,
+        new_connection=new_connection,
+        open_timeout=open_timeout,
+        close_timeout=close_timeout,
+        max_size=max_size,
+        compression=compression,
+        subprotocols=list(subprotocols or ()),
+        headers=Headers(additional_headers),
+        server_header=server_header,
+        logger=log,
+    )
+    await server._serve(task_status)  # pyright: ignore[reportPrivateUsage]
