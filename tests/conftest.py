@@ -1,0 +1,110 @@
+"""Shared fixtures: connected pairs over memory streams, file-descriptor counts."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_ws._handshake import ClientHandshake, ServerHandshake
+from trio_ws._uri import parse_uri
+from trio_ws.client import ClientConnection
+from trio_ws.connection import Connection
+from trio_ws.http import Headers
+from trio_ws.server import ServerConnection
+
+_DEFAULTS: dict[str, Any] = {
+    "close_timeout": 10,
+    "ping_interval": None,
+    "ping_timeout": 20,
+    "max_size": 2**20,
+    "max_queue": 16,
+}
+
+
+def open_fds() -> int:
+    """How many file descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _handshake(
+    client_stream: trio.abc.Stream,
+    server_stream: trio.abc.Stream,
+    compression: str | None,
+    client_max_size: int | None,
+    server_max_size: int | None,
+    subprotocols: tuple[str, ...] = (),
+) -> tuple[Any, Any]:
+    client = ClientHandshake(
+        parse_uri("ws://test.invalid/"),
+        subprotocols=subprotocols,
+        compression=compression,
+        max_size=client_max_size,
+        headers=Headers(),
+    )
+    server = ServerHandshake(server_header=None)
+    await client_stream.send_all(client.request_bytes)
+    request = None
+    while request is None:
+        request = server.receive_data(await server_stream.receive_some(65536))
+    response, server_opened = server.accept(
+        subprotocols=subprotocols,
+        compression=compression,
+        max_size=server_max_size,
+        headers=Headers(),
+    )
+    await server_stream.send_all(response)
+    client_opened = None
+    while client_opened is None:
+        client_opened = client.receive_data(await client_stream.receive_some(65536))
+    return client_opened, server_opened
+
+
+@asynccontextmanager
+async def connection_pair(
+    *,
+    compression: str | None = None,
+    client_options: dict[str, Any] | None = None,
+    server_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> AsyncGenerator[tuple[ClientConnection, ServerConnection], None]:
+    """A client and a server connection joined by in-memory streams, both sessions running.
+
+    ``options`` apply to both sides (keepalive is off unless ``ping_interval`` is given);
+    ``client_options``/``server_options`` override per side. On exit both sessions end as a
+    normal exit does (close with 1000).
+    """
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    common = {**_DEFAULTS, **options}
+    c_opts = {**common, **(client_options or {})}
+    s_opts = {**common, **(server_options or {})}
+    client_opened, server_opened = await _handshake(
+        client_stream, server_stream, compression, c_opts["max_size"], s_opts["max_size"]
+    )
+    logger = logging.getLogger("tests")
+    client = ClientConnection(
+        client_stream, client_opened, is_client=True, logger=logger, **c_opts
+    )
+    server = ServerConnection(
+        server_stream, server_opened, is_client=False, logger=logger, **s_opts
+    )
+    async with client._session(), server._session():
+        yield client, server
+
+
+def pair_side(pair: tuple[Connection, Connection], side: str) -> tuple[Connection, Connection]:
+    """(this side, the other side) for a test parametrized over "client" and "server"."""
+    client, server = pair
+    return (client, server) if side == "client" else (server, client)
+
+
+@pytest.fixture(params=["client", "server"])
+def side(request: pytest.FixtureRequest) -> str:
+    """Run a test once from each side of the connection."""
+    return str(request.param)
