@@ -106,9 +106,8 @@ class ClientHandshake:
                     if not event.has_body:
                         raise InvalidStatus(self._rejection)
                 elif isinstance(event, RejectData):
-                    room = MAX_REJECT_BODY - len(self._body)
-                    self._body += event.data[:room]
-                    if event.body_finished or room <= 0:
+                    self._body += event.data[: MAX_REJECT_BODY - len(self._body)]
+                    if event.body_finished or len(self._body) >= MAX_REJECT_BODY:
                         self._raise_rejection()
         except RemoteProtocolError as exc:
             raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
@@ -148,6 +147,7 @@ class ServerHandshake:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         self._server_header = server_header
         self._request: h11.Request | None = None
+        self._received = 0  # bytes fed so far, to measure the head
 
     def receive_data(self, data: bytes | bytearray) -> Request | None:
         """Feed the client's bytes (b"" at EOF); return the request once its head is complete.
@@ -156,17 +156,27 @@ class ServerHandshake:
             HandshakeRejected: the request breaks RFC 6455 §4.2.1 or HTTP; send its response.
             InvalidHandshake: the client closed the connection before finishing its request.
         """
+        self._received += len(data)
         self._h11.receive_data(bytes(data))
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            status = exc.error_status_hint
-            raise self._rejection(status, f"invalid HTTP request: {exc}") from exc
+            if not data:
+                raise InvalidHandshake(
+                    "client closed the connection during the opening handshake"
+                ) from exc
+            if exc.error_status_hint == 431:
+                raise self._head_too_large() from exc
+            raise self._rejection(exc.error_status_hint, f"invalid HTTP request: {exc}") from exc
         if event is h11.NEED_DATA:
             return None
         if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             raise InvalidHandshake("client closed the connection during the opening handshake")
         assert isinstance(event, h11.Request)
+        # h11 bounds only a head still incomplete; one that arrives whole can be any size.
+        head_size = self._received - len(self._h11.trailing_data[0])
+        if head_size > MAX_HEAD_SIZE:
+            raise self._head_too_large(head_size)
         self._request = event
         self._check(event)
         headers = _decode_pairs(event.headers)
@@ -253,6 +263,10 @@ class ServerHandshake:
     def reject(self, status_code: int, message: str) -> bytes:
         """The bytes of an HTTP error response with ``message`` as its body."""
         return self._rejection(status_code, message).response
+
+    def _head_too_large(self, size: int | None = None) -> HandshakeRejected:
+        what = f"request head of {size:,} bytes" if size is not None else "request head"
+        return self._rejection(431, f"{what} exceeds the {MAX_HEAD_SIZE:,}-byte limit")
 
     def _standard_headers(self) -> list[tuple[str, str]]:
         return [("Server", self._server_header)] if self._server_header else []

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass
 
 from .exceptions import InvalidURI
 
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
+# RFC 3986 §3.2.2 reg-name: unreserved, pct-encoded and sub-delims.
+_REG_NAME = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=]+")
 
 
 @dataclass(frozen=True)
 class WebSocketURI:
     """A parsed WebSocket URI.
 
-    ``host`` has no brackets (``::1``); ``host_header`` is what goes in the Host header
-    (``[::1]:8765``, the port left out when it is the scheme's default).
+    ``host`` has no brackets (``::1``) and is ASCII (a non-ASCII name is IDNA-encoded, so DNS
+    and the Host header agree); ``host_header`` is what goes in the Host header (``[::1]:8765``,
+    the port left out when it is the scheme's default).
     """
 
     secure: bool
@@ -27,6 +32,9 @@ class WebSocketURI:
 
 def parse_uri(uri: str) -> WebSocketURI:
     """Parse ``uri``; raise :class:`InvalidURI` naming what is wrong with it."""
+    # urlsplit silently drops tabs and line breaks, and a space would split the request line.
+    if any(char <= " " or char == "\x7f" for char in uri):
+        raise InvalidURI(f"{uri!r} contains whitespace or a control character; percent-encode it")
     try:
         parsed = urllib.parse.urlsplit(uri)
         port = parsed.port
@@ -34,23 +42,21 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from exc
     if parsed.scheme not in _DEFAULT_PORTS:
         raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
-    if parsed.fragment:
+    if "#" in uri:  # an empty fragment ("ws://host/#") is still one
         raise InvalidURI(f"{uri!r} has a fragment, which RFC 6455 §3 forbids")
-    if parsed.username is not None or parsed.password is not None:
+    if "@" in parsed.netloc:
         raise InvalidURI(f"{uri!r} has user info, which trio_ws does not send")
-    host = parsed.hostname
-    if not host:
-        raise InvalidURI(f"{uri!r} has no host")
+    host = _host(uri, parsed)
+    if port == 0:
+        raise InvalidURI(f"{uri!r} has port 0, which cannot be connected to")
     default_port = _DEFAULT_PORTS[parsed.scheme]
     if port is None:
         port = default_port
     resource_name = parsed.path or "/"
     if parsed.query:
         resource_name += "?" + parsed.query
-    try:
-        resource_name.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise InvalidURI(f"{uri!r} has a non-ASCII path; percent-encode it") from exc
+    if not resource_name.isascii():
+        raise InvalidURI(f"{uri!r} has a non-ASCII path or query; percent-encode it")
     bracketed = f"[{host}]" if ":" in host else host
     host_header = bracketed if port == default_port else f"{bracketed}:{port}"
     return WebSocketURI(
@@ -60,3 +66,27 @@ def parse_uri(uri: str) -> WebSocketURI:
         resource_name=resource_name,
         host_header=host_header,
     )
+
+
+def _host(uri: str, parsed: urllib.parse.SplitResult) -> str:
+    """The host to connect to: an IPv6 literal without brackets, or an ASCII name."""
+    host = parsed.hostname
+    if not host:
+        raise InvalidURI(f"{uri!r} has no host")
+    if parsed.netloc.startswith("["):
+        # urlsplit ignores what follows "]" ("[::1]x") and lets IPvFuture ("[v1.x]") through.
+        after = parsed.netloc[parsed.netloc.index("]") + 1 :]
+        if after and not after.startswith(":"):
+            raise InvalidURI(f"{uri!r} has {after!r} after its IPv6 address")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise InvalidURI(f"{uri!r} has an address in brackets that is not IPv6") from exc
+        return host
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidURI(f"{uri!r} has an invalid host name {host!r}: {exc}") from exc
+    if not _REG_NAME.fullmatch(ascii_host):
+        raise InvalidURI(f"{uri!r} has an invalid host name {host!r}")
+    return ascii_host

@@ -63,8 +63,9 @@ Address = tuple[str, int] | tuple[str, int, int, int]
 LoggerLike = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 _RECEIVE_SIZE = 64 * 1024
-# RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012-1014.
-_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+# RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012 and 1013. Not 1014:
+# wsproto, so every trio_ws peer, fails a close frame with it as a protocol error.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1014)})
 
 
 class State(enum.Enum):
@@ -141,6 +142,7 @@ class Connection:
         self._receiving = False
         self._done_receiving = False
         self._send_lock = trio.StrictFIFOLock()
+        self._frame_cut = False  # a cancelled write may have cut a frame: no more writes
         self._pings: dict[bytes, _PendingPing] = {}
         self._latency = 0.0
         self._close_rcvd: tuple[int, str] | None = None
@@ -213,8 +215,8 @@ class Connection:
 
     # -- messages --------------------------------------------------------------------------
 
-    async def send(self, message: Data) -> None:
-        """Send one message: a text frame for str, a binary frame for bytes.
+    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Send one message: a text frame for str, a binary frame for bytes-like data.
 
         Blocks while the peer is not reading fast enough (TCP backpressure) and while another
         task is sending.
@@ -299,12 +301,13 @@ class Connection:
             payload = data.encode() if isinstance(data, str) else bytes(data)
         if len(payload) > 125:
             raise ValueError(f"ping data of {len(payload)} bytes exceeds the 125-byte limit")
-        if payload in self._pings:
-            raise ConcurrencyError("a ping with the same data is already waiting for its pong")
         pending = _PendingPing(trio.Event(), 0.0)
         async with self._send_lock:
             if self._state is not State.OPEN or not self._protocol.can_send_data:
                 raise self._closed_error()
+            # Checked under the lock: a task waiting for it may hold the same data.
+            if payload in self._pings:
+                raise ConcurrencyError("a ping with the same data is already waiting for its pong")
             pending.sent_at = trio.current_time()
             self._pings[payload] = pending
             await self._write(self._protocol.send_ping(payload))
@@ -403,7 +406,12 @@ class Connection:
         self._message_arrived.unpark_all()
 
     async def _finish(self) -> None:
-        """Mark the connection closed and release its socket. Safe to call more than once."""
+        """Mark the connection closed and release its socket. Safe to call more than once.
+
+        Never raises Cancelled: it runs in cancelled scopes (the reader's exit, the session's
+        cleanup), where a Cancelled would leave ``_closed`` unset or replace the exception
+        being handled.
+        """
         if self._state is not State.CLOSED:
             self._state = State.CLOSED
             self._stop_receiving()
@@ -412,7 +420,8 @@ class Connection:
                 pending.done.set()
             self._pings.clear()
             self._logger.debug("connection %s closed: code %s", self._id, self.close_code)
-        await trio.aclose_forcefully(self._stream)
+        with trio.CancelScope(shield=True):  # bounded: aclose_forcefully never blocks
+            await trio.aclose_forcefully(self._stream)
         self._closed.set()
 
     def _closed_error(self) -> ConnectionClosed:
@@ -434,10 +443,14 @@ class Connection:
 
     async def _write(self, data: bytes) -> None:
         """Write bytes under the send lock; map transport failures to ConnectionClosed."""
+        if self._frame_cut:
+            # Checked here, not from the state: the reader may not have closed the stream yet.
+            raise self._closed_error()
         try:
             await self._stream.send_all(data)
         except trio.Cancelled:
             # The frame may be cut: nothing may follow it on this stream.
+            self._frame_cut = True
             self._record_failure(1011, "send cancelled mid-frame", None)
             self._reader_scope.cancel()
             raise
@@ -514,7 +527,10 @@ class Connection:
             if self._protocol.can_send_data:
                 async with self._send_lock:
                     if self._protocol.can_send_data and self._state is not State.CLOSED:
-                        await self._write(self._protocol.send_pong(event.payload))
+                        try:
+                            await self._write(self._protocol.send_pong(event.payload))
+                        except ConnectionClosed:
+                            return False  # _write recorded why; the reader must not raise.
         elif isinstance(event, PongReceived):
             self._settle_pings(event.payload)
         elif isinstance(event, CloseReceived):

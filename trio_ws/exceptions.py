@@ -86,11 +86,20 @@ class InvalidStatus(InvalidHandshake):
 
 
 class PayloadTooBig(WebSocketError):
-    """A received message is larger than ``max_size``; the connection closes with 1009."""
+    """A received message was larger than ``max_size``; the connection failed with 1009.
+
+    It arrives as the ``__cause__`` of the :exc:`ConnectionClosedError` (code 1009) that
+    ``recv()`` raises once the messages received before it have been read.
+    """
 
 
 class ProtocolError(WebSocketError):
-    """The peer broke the WebSocket protocol; the connection closes with 1002 or 1007."""
+    """The peer broke the WebSocket protocol; the connection failed with 1002 or 1007.
+
+    It arrives as the ``__cause__`` of the :exc:`ConnectionClosedError` (code 1002, or 1007 for
+    invalid data such as bad UTF-8 in a text message) that ``recv()`` raises once the messages
+    received before it have been read.
+    """
 
 
 class ConcurrencyError(WebSocketError, RuntimeError):

@@ -14,7 +14,11 @@ class Headers:
 
     ``headers["Host"]`` returns the first value of that name and raises :class:`KeyError` when
     there is none; :meth:`get_all` returns every value. Iterating yields (name, value) pairs in
-    the order they were received or added.
+    the order they were received or added; ``"host" in headers`` and ``len(headers)`` work too.
+
+    Args:
+        items: the initial headers: another :class:`Headers`, a mapping, or (name, value)
+            pairs, kept in order; None for none.
     """
 
     __slots__ = ("_items",)
@@ -84,6 +88,8 @@ HeadersLike = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 class Request:
     """The client's opening-handshake request.
 
+    Both sides read it as :attr:`Connection.request <trio_ws.connection.Connection.request>`.
+
     Attributes:
         path: the request target, such as ``"/chat?room=1"``.
         headers: every header the client sent.
@@ -97,9 +103,15 @@ class Request:
 class Response:
     """The server's opening-handshake response.
 
+    Both sides read an accepted one as :attr:`Connection.response
+    <trio_ws.connection.Connection.response>`; a client gets a rejection as
+    :attr:`InvalidStatus.response <trio_ws.exceptions.InvalidStatus.response>`.
+
     Attributes:
         status_code: 101 when the server accepted the WebSocket connection.
-        headers: every header the server sent.
+        headers: the headers the server sent. A client does not get those of a 101 that
+            wsproto checks itself (Connection, Upgrade, Sec-WebSocket-Accept and
+            Sec-WebSocket-Extensions).
         body: the response body, for a rejection (empty for 101).
     """
 

@@ -5,6 +5,11 @@ Each accepted TCP connection becomes a task in the server's nursery: it runs the
 handshake (bounded by ``open_timeout``), then the user's handler inside the connection's
 session, which closes the connection when the handler returns (1000), raises (1011, logged) or
 is cancelled (1001). Nothing a client or a handler does escapes ``serve()``.
+
+A request that cannot be upgraded gets its HTTP error, then the socket is read until the client
+closes (bounded by ``close_timeout``): closing it with unread bytes would reset the connection
+and could destroy the response on its way. ``aclose()`` marks the server closing, so that a
+handshake finishing meanwhile gets 503, or, if its 101 is already out, is closed at once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ __all__ = ["DEFAULT_SERVER_HEADER", "Handler", "Server", "ServerConnection", "se
 DEFAULT_SERVER_HEADER = f"trio_ws/{__version__}"
 
 _RECEIVE_SIZE = 16 * 1024
+# How many ports serve(host, 0) tries before giving up on one free on every address.
+_PORT_ATTEMPTS = 16
 # accept() errors that mean "out of file descriptors or memory for now": wait, then go on.
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
     code
@@ -86,6 +93,7 @@ class Server:
         self._connections: set[ServerConnection] = set()
         self._handlers = 0
         self._idle = trio.Event()
+        self._closing: tuple[int, str] | None = None  # aclose()'s code and reason, once called
         self._stopped = trio.Event()
 
     @property
@@ -121,11 +129,15 @@ class Server:
         """Stop gracefully: stop accepting, close every connection, wait for the handlers.
 
         Sends a close frame with ``code`` and ``reason`` to every open connection, so that the
-        handlers' ``recv()`` ends with ConnectionClosedOK, then waits for the handlers up to
-        ``timeout`` seconds (default: ``close_timeout``) and cancels those still running.
-        Returns once ``serve()`` has returned. Call it from outside the handlers.
+        handlers' ``recv()`` ends (with ConnectionClosedOK for 1001), then waits for the
+        handlers up to ``timeout`` seconds (default: ``close_timeout``) and cancels those still
+        running. Returns once ``serve()`` has returned. Call it from outside the handlers.
+
+        A handshake still in progress gets 503 instead of 101; one that completes as this
+        starts closes at once with ``code``, without running the handler.
         """
         deadline = trio.current_time() + (self._close_timeout if timeout is None else timeout)
+        self._closing = (code, reason)
         self._accept_scope.cancel()
         with trio.move_on_at(deadline):
             async with _groups.open_nursery() as nursery:
@@ -194,15 +206,31 @@ class Server:
     async def _run_handler(self, stream: trio.abc.Stream, opened: Opened) -> None:
         ws = self._new_connection(stream, opened)
         self._connections.add(ws)
+        raised: Exception | None = None
         try:
             async with ws._session():  # pyright: ignore[reportPrivateUsage]
-                await self._handler(ws)
-        except ConnectionClosed as exc:
-            self._logger.debug("connection %s: handler ended on %r", ws.id, exc)
-        except Exception:
-            self._logger.error("connection %s: handler raised", ws.id, exc_info=True)
+                if self._closing is not None:
+                    # Its 101 went out as aclose() began, which did not see it: close it here.
+                    await ws.aclose(*self._closing)
+                    return
+                try:
+                    await self._handler(ws)
+                except Exception as exc:
+                    # Logged now, not after the closing handshake, which can take close_timeout.
+                    raised = exc
+                    self._log_handler_error(ws, exc)
+                    raise  # for the session to close with 1011
+        except Exception as exc:
+            if exc is not raised:
+                self._logger.error("connection %s: internal error", ws.id, exc_info=True)
         finally:
             self._connections.discard(ws)
+
+    def _log_handler_error(self, ws: ServerConnection, exc: Exception) -> None:
+        if isinstance(exc, ConnectionClosed):
+            self._logger.debug("connection %s: handler ended on %r", ws.id, exc)
+        else:
+            self._logger.error("connection %s: handler raised", ws.id, exc_info=exc)
 
     async def _open(self, stream: trio.abc.Stream) -> Opened | None:
         """Run the server's side of the opening handshake; None if it did not succeed."""
@@ -211,6 +239,11 @@ class Server:
             with trio.fail_after(self._open_timeout):
                 while await self._read_request(stream, handshake) is None:
                     pass
+                if self._closing is not None:
+                    message = "the server is shutting down"
+                    self._logger.info("refused a handshake: %s", message)
+                    await self._reject(stream, handshake.reject(503, message))
+                    return None
                 response, opened = handshake.accept(
                     subprotocols=self._subprotocols,
                     compression=self._compression,
@@ -221,16 +254,26 @@ class Server:
                 return opened
         except HandshakeRejected as exc:
             self._logger.info("rejected a handshake: %s", exc)
-            with (
-                trio.move_on_after(self._close_timeout),
-                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                await stream.send_all(exc.response)
+            await self._reject(stream, exc.response)
         except (InvalidHandshake, trio.TooSlowError) as exc:
             self._logger.debug("opening handshake failed: %r", exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._logger.debug("connection lost during the opening handshake: %r", exc)
         return None
+
+    async def _reject(self, stream: trio.abc.Stream, response: bytes) -> None:
+        """Send an HTTP error response, then let the client read it before the socket closes."""
+        with (
+            trio.move_on_after(self._close_timeout),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await stream.send_all(response)
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+            # Closing a socket with unread bytes in it resets the connection, which can destroy
+            # the response on its way: read what the client still sends, until it closes.
+            while await stream.receive_some(_RECEIVE_SIZE):
+                pass
 
     @staticmethod
     async def _read_request(stream: trio.abc.Stream, handshake: ServerHandshake) -> object:
@@ -250,19 +293,32 @@ def _port_of(listener: trio.abc.Listener[trio.abc.Stream]) -> int:
 
 
 async def _open_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    if port == 0 and len({_port_of(listener) for listener in listeners}) > 1:
-        # One port for every address family, as a user of server.port expects.
-        chosen = _port_of(listeners[0])
-        for listener in listeners[1:]:
-            await listener.aclose()
-        rest = await trio.open_tcp_listeners(chosen, host=host)
-        same_family = {listeners[0].socket.family}
-        listeners[1:] = [lst for lst in rest if lst.socket.family not in same_family]
-        for listener in rest:
-            if listener not in listeners:
-                await listener.aclose()
-    return listeners
+    """Listen on every address of ``host``; with port 0, on one port chosen for all of them."""
+    for _ in range(_PORT_ATTEMPTS):
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        if port != 0 or len({_port_of(listener) for listener in listeners}) == 1:
+            return listeners
+        # The kernel picked a port per address; keep the first one's and bind the others to it.
+        first, *others = listeners
+        chosen = _port_of(first)
+        addresses = [listener.socket.getsockname()[0] for listener in others]
+        for listener in others:
+            listener.socket.close()
+        rebound = [first]
+        try:
+            for address in addresses:
+                rebound += await trio.open_tcp_listeners(chosen, host=address)
+        except BaseException as exc:
+            for listener in rebound:
+                listener.socket.close()
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                continue  # taken on another address: try another port
+            raise
+        return rebound
+    raise OSError(
+        errno.EADDRINUSE,
+        f"found no port free on every address of host={host!r} in {_PORT_ATTEMPTS} attempts",
+    )
 
 
 async def serve(

@@ -1,0 +1,1211 @@
+"""trio_ws.connection: one open connection over a trio stream, from both sides.
+
+Connections are built over in-memory streams from a wsproto handshake done in memory. The far
+end is either another trio_ws connection or a :class:`Peer`: wsproto driven by hand, which reads
+and answers only when a test says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import memory_stream_pair, memory_stream_pump, wait_all_tasks_blocked
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+from wsproto.events import Event as WSEvent
+from wsproto.frame_protocol import CloseReason
+
+from tests.conftest import connection_pair, pair_side
+from trio_ws import http
+from trio_ws._handshake import Opened
+from trio_ws.client import ClientConnection
+from trio_ws.connection import Connection, State
+from trio_ws.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    PayloadTooBig,
+    ProtocolError,
+)
+from trio_ws.server import ServerConnection
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+_OPTIONS: dict[str, Any] = {
+    "close_timeout": 10,
+    "ping_interval": None,
+    "ping_timeout": 20,
+    "max_size": 2**20,
+    "max_queue": 16,
+}
+_LOGGER = logging.getLogger("tests.connection")
+
+MemoryStream = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
+StreamPair = tuple[trio.abc.Stream, trio.abc.Stream]
+
+
+def open_wsproto() -> tuple[WSConnection, WSConnection]:
+    """A wsproto client and server that completed the opening handshake in memory."""
+    client = WSConnection(ConnectionType.CLIENT)
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(Request(host="example.com", target="/")))
+    assert isinstance(next(server.events()), Request)
+    client.receive_data(server.send(AcceptConnection()))
+    assert isinstance(next(client.events()), AcceptConnection)
+    return client, server
+
+
+def new_connection(
+    side: str, stream: trio.abc.Stream, ws: WSConnection, **options: Any
+) -> Connection:
+    """Our connection on ``side`` of ``stream``; its session is not running yet."""
+    opened = Opened(ws, http.Request("/"), http.Response(101), None)
+    cls = ClientConnection if side == "client" else ServerConnection
+    return cls(
+        stream, opened, is_client=side == "client", logger=_LOGGER, **{**_OPTIONS, **options}
+    )
+
+
+def new_pair(
+    streams: StreamPair | None = None,
+    *,
+    client_options: dict[str, Any] | None = None,
+    server_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[Connection, Connection]:
+    """A client and a server joined by ``streams`` (default: a memory stream pair).
+
+    ``options`` apply to both; ``client_options`` and ``server_options`` override them.
+    """
+    client_stream, server_stream = streams or memory_stream_pair()
+    client_ws, server_ws = open_wsproto()
+    client_options = {**options, **(client_options or {})}
+    server_options = {**options, **(server_options or {})}
+    client = new_connection("client", client_stream, client_ws, **client_options)
+    server = new_connection("server", server_stream, server_ws, **server_options)
+    return client, server
+
+
+def this_and_other(
+    side: str, streams: StreamPair | None = None, **kwargs: Any
+) -> tuple[Connection, Connection]:
+    """(the connection under test, its trio_ws peer) for ``side``."""
+    client, server = new_pair(streams, **kwargs)
+    return (client, server) if side == "client" else (server, client)
+
+
+@asynccontextmanager
+async def sessions(*connections: Connection) -> AsyncGenerator[None, None]:
+    """Run the sessions of ``connections``, nested in this task, as connect() and serve() do."""
+    if not connections:
+        yield
+        return
+    async with connections[0]._session(), sessions(*connections[1:]):
+        yield
+
+
+async def run_until_closed(
+    ws: Connection, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the session of ``ws`` with a body that waits for the connection to close."""
+    async with ws._session():
+        task_status.started()
+        await ws.wait_closed()
+
+
+class Peer:
+    """The far end of a connection played by hand with wsproto: it reads only when asked."""
+
+    def __init__(self, stream: trio.abc.Stream, ws: WSConnection) -> None:
+        self.stream = stream
+        self.ws = ws
+        self._events: deque[WSEvent] = deque()
+        self.after_close = bytearray()  # bytes that came after the close frame
+
+    async def send(self, *events: WSEvent) -> None:
+        await self.stream.send_all(b"".join(self.ws.send(event) for event in events))
+
+    async def receive(self) -> WSEvent | None:
+        """The next event from our connection; None at end of stream."""
+        while not self._events:
+            data = await self.stream.receive_some()
+            if not data:
+                return None
+            if self.ws.state is ConnectionState.CLOSED:
+                self.after_close += data
+                continue
+            self.ws.receive_data(bytes(data))
+            self._events.extend(self.ws.events())
+        return self._events.popleft()
+
+    async def close(self, code: int = 1000) -> None:
+        """Close as a server does: close frame, then end of stream, without waiting."""
+        await self.send(CloseConnection(code=code))
+        await self.stream.aclose()
+
+    async def receive_until_eof(self) -> list[WSEvent]:
+        events = []
+        while (event := await self.receive()) is not None:
+            events.append(event)
+        return events
+
+
+def with_peer(side: str, **options: Any) -> tuple[Connection, Peer, MemoryStream, MemoryStream]:
+    """Our connection on ``side``, a hand-driven peer, and the streams of both ends."""
+    ours, theirs = memory_stream_pair()
+    client_ws, server_ws = open_wsproto()
+    ws, peer_ws = (client_ws, server_ws) if side == "client" else (server_ws, client_ws)
+    return new_connection(side, ours, ws, **options), Peer(theirs, peer_ws), ours, theirs
+
+
+def hold_writes(ours: MemoryStream, theirs: MemoryStream, release: trio.Event) -> None:
+    """Make each write from ``ours`` block until ``release`` is set, then deliver it."""
+
+    async def wait_then_pump() -> None:
+        await release.wait()
+        memory_stream_pump(ours.send_stream, theirs.receive_stream)
+
+    ours.send_stream.send_all_hook = wait_then_pump
+
+
+def cut_writes(ours: MemoryStream, theirs: MemoryStream, *, deliver: int) -> None:
+    """Make the next write from ``ours`` deliver ``deliver`` bytes and hang; later ones hang.
+
+    Closing ``ours`` then delivers end of stream and nothing else, like a TCP connection cut
+    in the middle of a frame.
+    """
+
+    async def deliver_then_hang() -> None:
+        memory_stream_pump(ours.send_stream, theirs.receive_stream, max_bytes=deliver)
+        ours.send_stream.send_all_hook = hang
+        await trio.sleep_forever()
+
+    async def hang() -> None:
+        await trio.sleep_forever()
+
+    ours.send_stream.send_all_hook = deliver_then_hang
+    ours.send_stream.close_hook = theirs.receive_stream.put_eof
+
+
+class WireTap(trio.abc.Stream):
+    """A stream that records each write as it is handed over, before any checkpoint, as a
+    socket's send does; with ``hold_reads`` its reads ignore cancellation, so that the reader
+    notices nothing until the peer sends or closes."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self._inner = inner
+        self.writes: list[bytes] = []
+        self.hold_reads = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        with trio.CancelScope(shield=self.hold_reads):
+            data = await self._inner.receive_some(max_bytes)
+        return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def with_tapped_peer(
+    side: str, **options: Any
+) -> tuple[Connection, Peer, WireTap, MemoryStream, MemoryStream]:
+    """Like :func:`with_peer`, with our end of the stream behind a :class:`WireTap`."""
+    ours, theirs = memory_stream_pair()
+    tap = WireTap(ours)
+    client_ws, server_ws = open_wsproto()
+    ws, peer_ws = (client_ws, server_ws) if side == "client" else (server_ws, client_ws)
+    return new_connection(side, tap, ws, **options), Peer(theirs, peer_ws), tap, ours, theirs
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+async def test_send_and_recv_str_and_bytes_like(side: str) -> None:
+    """str arrives as str; bytes, bytearray and memoryview arrive as bytes, in order."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        for message in ("tëxt", b"\x00bin", bytearray(b"array"), memoryview(b"view"), "", b""):
+            await this.send(message)
+        received = [await other.recv() for _ in range(6)]
+    assert received == ["tëxt", b"\x00bin", b"array", b"view", "", b""]
+    assert [type(message) for message in received] == [str, bytes, bytes, bytes, str, bytes]
+
+
+async def test_send_rejects_other_types_and_stays_open(side: str) -> None:
+    """send(42) raises TypeError before writing anything; the connection stays usable."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        with pytest.raises(TypeError, match="int"):
+            await this.send(42)  # type: ignore[arg-type]
+        await this.send("still open")
+        assert await other.recv() == "still open"
+        assert this.state is State.OPEN
+
+
+async def test_async_for_yields_messages_then_ends_on_normal_close(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`async for` yields every message sent before the close, then stops without raising."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        for message in ("a", b"b", "c"):
+            await this.send(message)
+        await this.aclose()
+        assert trio.current_time() == 0.0  # the closing handshake needed no timeout
+        assert [message async for message in other] == ["a", b"b", "c"]
+
+
+async def test_async_for_raises_on_error_close(side: str) -> None:
+    """`async for` stops only on a normal close: an error code raises ConnectionClosedError."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.send("a")
+        await this.aclose(4000, "app error")
+        received = []
+        with pytest.raises(ConnectionClosedError) as info:
+            async for message in other:
+                received.append(message)
+    assert received == ["a"]
+    assert (info.value.code, info.value.reason) == (4000, "app error")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "error"),
+    [
+        (1000, "bye", ConnectionClosedOK),
+        (1001, "", ConnectionClosedOK),
+        (1011, "oops", ConnectionClosedError),
+        (4999, "app-défined", ConnectionClosedError),
+    ],
+)
+async def test_recv_raises_with_the_peers_close_code_and_reason(
+    side: str, code: int, reason: str, error: type[ConnectionClosed]
+) -> None:
+    """recv() after the peer's close raises OK for 1000/1001, Error otherwise, with its code
+    and reason; close_code and close_reason say the same."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.aclose(code, reason)
+        with pytest.raises(ConnectionClosed) as info:
+            await other.recv()
+        assert type(info.value) is error
+        assert (info.value.code, info.value.reason) == (code, reason)
+        assert (other.close_code, other.close_reason) == (code, reason)
+        # The closer gets the peer's answer, which echoes the code.
+        assert this.close_code == code
+
+
+async def test_close_frame_without_code_is_a_normal_close(side: str) -> None:
+    """A close frame without a code counts as 1005 and ends recv() with ConnectionClosedOK."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        await peer.send(CloseConnection(code=CloseReason.NO_STATUS_RCVD))
+        with pytest.raises(ConnectionClosedOK) as info:
+            await this.recv()
+        assert info.value.code == 1005
+        assert this.close_code == 1005
+        # An endpoint may not send 1005: the answer carries 1000.
+        assert await peer.receive() == CloseConnection(code=1000, reason="")
+        await peer.stream.aclose()
+
+
+async def test_messages_received_before_the_close_are_still_delivered(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Closing does not drop queued messages: recv() returns them all, then raises."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        for i in range(3):
+            await other.send(str(i))
+        await other.aclose(1001, "going")
+        assert this.state is State.CLOSED
+        assert trio.current_time() == 0.0
+        assert [await this.recv() for _ in range(3)] == ["0", "1", "2"]
+        for _ in range(2):  # and it keeps raising the same way
+            with pytest.raises(ConnectionClosedOK) as info:
+                await this.recv()
+            assert (info.value.code, info.value.reason) == (1001, "going")
+
+
+async def test_two_tasks_in_recv_raise_concurrency_error(side: str) -> None:
+    """A second recv() while one waits raises ConcurrencyError and leaves the first waiting."""
+    this, other = this_and_other(side)
+    received: list[str | bytes] = []
+
+    async def receive() -> None:
+        received.append(await this.recv())
+
+    async with sessions(this, other), trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await wait_all_tasks_blocked()
+        with pytest.raises(ConcurrencyError):
+            await this.recv()
+        await other.send("for the first")
+    assert received == ["for the first"]
+
+
+async def test_cancelled_recv_consumes_nothing(side: str) -> None:
+    """Cancelling recv(), waiting or with a message ready, leaves the message for the next."""
+    this, other = this_and_other(side)
+    waiting = trio.CancelScope()
+
+    async def recv_until_cancelled() -> None:
+        with waiting:
+            await this.recv()
+
+    async with sessions(this, other):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(recv_until_cancelled)
+            await wait_all_tasks_blocked()
+            waiting.cancel()
+        assert waiting.cancelled_caught
+        await other.send("kept")
+        await wait_all_tasks_blocked()
+        with trio.CancelScope() as ready:
+            ready.cancel()
+            await this.recv()
+        assert ready.cancelled_caught
+        assert await this.recv() == "kept"
+
+
+# -- pings and pongs -----------------------------------------------------------------------
+
+
+async def test_ping_returns_the_round_trip_time_and_updates_latency(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """ping() returns exactly the virtual time until the pong; latency keeps the last one."""
+    this, peer, _, _ = with_peer(side)
+    rtts: list[float] = []
+
+    async def ping() -> None:
+        rtts.append(await this.ping(b"rtt"))
+
+    async with this._session(), trio.open_nursery() as nursery:
+        assert this.latency == 0.0
+        nursery.start_soon(ping)
+        assert await peer.receive() == Ping(payload=b"rtt")
+        await trio.sleep(0.25)  # the network's round trip
+        await peer.send(Pong(payload=b"rtt"))
+    assert rtts == [0.25]
+    assert this.latency == 0.25
+
+
+async def test_ping_is_answered_by_a_trio_ws_peer(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A trio_ws peer answers pings by itself, with default (random), bytes or str data."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        assert await this.ping() == 0.0
+        assert await this.ping(b"\x00\xff") == 0.0
+        assert await this.ping("pïng") == 0.0
+
+
+async def test_pong_answers_every_earlier_ping_but_not_later_ones(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A pong settles its ping and the ones sent before it (RFC 6455 §5.5.3), not later ones;
+    an unsolicited pong settles nothing."""
+    this, peer, _, _ = with_peer(side)
+    rtts: dict[bytes, float] = {}
+
+    async def ping(data: bytes) -> None:
+        rtts[data] = await this.ping(data)
+
+    async with this._session(), trio.open_nursery() as nursery:
+        for data in (b"a", b"b", b"c"):
+            nursery.start_soon(ping, data)
+            assert await peer.receive() == Ping(payload=data)
+            await trio.sleep(1)
+        await peer.send(Pong(payload=b"unsolicited"))
+        await wait_all_tasks_blocked()
+        assert rtts == {}
+        await peer.send(Pong(payload=b"b"))
+        await wait_all_tasks_blocked()
+        assert rtts == {b"a": 3.0, b"b": 2.0}
+        assert this.latency == 2.0
+        await peer.send(Pong(payload=b"c"))
+    assert rtts[b"c"] == 1.0
+    assert this.latency == 1.0
+
+
+async def test_ping_with_data_already_waiting_raises_concurrency_error(side: str) -> None:
+    """Two pings may not wait for the same pong: the second raises ConcurrencyError."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(this.ping, b"same")
+        assert await peer.receive() == Ping(payload=b"same")
+        with pytest.raises(ConcurrencyError):
+            await this.ping(b"same")
+        with pytest.raises(ConcurrencyError):
+            await this.ping("same")
+        await peer.send(Pong(payload=b"same"))
+        await peer.close()
+
+
+async def test_duplicate_pings_waiting_to_be_sent_raise_concurrency_error(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The duplicate check holds when both pings wait behind a slow send: exactly one is sent,
+    the other raises ConcurrencyError, and the pong settles the one sent."""
+    this, peer, ours, theirs = with_peer(side)
+    release = trio.Event()
+    outcomes: list[str] = []
+
+    async def ping() -> None:
+        try:
+            await this.ping(b"dup")
+        except ConcurrencyError:
+            outcomes.append("ConcurrencyError")
+        else:
+            outcomes.append("pong")
+
+    async with this._session():
+        hold_writes(ours, theirs, release)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(this.send, "slow")
+                await wait_all_tasks_blocked()
+                nursery.start_soon(ping)
+                nursery.start_soon(ping)
+                await wait_all_tasks_blocked()
+                release.set()
+                assert await peer.receive() == TextMessage(data="slow")
+                assert await peer.receive() == Ping(payload=b"dup")
+                await wait_all_tasks_blocked()
+                await peer.send(Pong(payload=b"dup"))
+        assert sorted(outcomes) == ["ConcurrencyError", "pong"]
+
+
+@pytest.mark.parametrize(
+    "data", [b"x" * 126, "é" * 63, bytearray(200)], ids=["bytes", "utf8", "bytearray"]
+)
+async def test_ping_data_over_125_bytes_raises_value_error(side: str, data: str | bytes) -> None:
+    """Control frame payloads are limited to 125 bytes (str counted in UTF-8); nothing is sent."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        with pytest.raises(ValueError, match="125"):
+            await this.ping(data)
+        with pytest.raises(ValueError, match="125"):
+            await this.pong(data)
+        assert await this.ping(b"x" * 125) >= 0.0
+        assert this.state is State.OPEN
+
+
+async def test_cancelled_ping_ignores_its_late_pong(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A ping given up on leaves no trace: its late pong changes nothing and the data is free
+    to use again."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        with trio.move_on_after(1) as scope:
+            await this.ping(b"late")
+        assert scope.cancelled_caught
+        assert await peer.receive() == Ping(payload=b"late")
+        await peer.send(Pong(payload=b"late"))
+        await wait_all_tasks_blocked()
+        assert this.latency == 0.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(this.ping, b"late")
+            assert await peer.receive() == Ping(payload=b"late")
+            await trio.sleep(2)
+            await peer.send(Pong(payload=b"late"))
+        assert this.latency == 2.0
+
+
+async def test_pending_ping_raises_connection_closed_when_the_connection_closes(
+    side: str,
+) -> None:
+    """A ping still waiting when the peer closes raises the close as ConnectionClosed."""
+    this, peer, _, _ = with_peer(side)
+    errors: list[ConnectionClosed] = []
+
+    async def ping() -> None:
+        with pytest.raises(ConnectionClosedOK) as info:
+            await this.ping(b"never")
+        errors.append(info.value)
+
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(ping)
+        assert await peer.receive() == Ping(payload=b"never")
+        await peer.send(CloseConnection(code=1000, reason="done"))
+        await peer.stream.aclose()
+    assert [(error.code, error.reason) for error in errors] == [(1000, "done")]
+
+
+async def test_peer_pings_are_answered_by_the_reader(side: str) -> None:
+    """Pings are answered with the same payload without any call from the user."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        await peer.send(Ping(payload=b"one"), Ping(payload=b"two"))
+        assert await peer.receive() == Pong(payload=b"one")
+        assert await peer.receive() == Pong(payload=b"two")
+        await peer.close()
+
+
+async def test_pong_sends_an_unsolicited_pong(side: str) -> None:
+    """pong() sends a pong frame with the data given (empty by default)."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        await this.pong()
+        await this.pong("hb")
+        assert await peer.receive() == Pong(payload=b"")
+        assert await peer.receive() == Pong(payload=b"hb")
+        await peer.close()
+
+
+# -- keepalive -----------------------------------------------------------------------------
+
+
+async def test_keepalive_fails_a_silent_peer_with_1011_after_interval_plus_timeout(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that never answers pings is failed at exactly ping_interval + ping_timeout:
+    it gets a close frame with 1011, then end of stream; recv() raises 1011."""
+    this, peer, _, _ = with_peer(side, ping_interval=5, ping_timeout=3)
+    async with this._session():
+        await this.wait_closed()
+        assert trio.current_time() == 8.0
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert (info.value.code, info.value.reason) == (1011, "keepalive ping timeout")
+    [ping, close] = await peer.receive_until_eof()
+    assert isinstance(ping, Ping)
+    assert close == CloseConnection(code=1011, reason="keepalive ping timeout")
+
+
+async def test_keepalive_keeps_an_answering_peer_open_and_measures_latency(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Pings every ping_interval; a peer that answers within ping_timeout keeps the
+    connection open, and latency is the last round-trip time."""
+    this, peer, _, _ = with_peer(side, ping_interval=5, ping_timeout=3)
+    ping_times: list[float] = []
+
+    async def answer_pings() -> None:
+        while isinstance(event := await peer.receive(), Ping):
+            ping_times.append(trio.current_time())
+            await trio.sleep(2.5)  # slow, but within ping_timeout
+            await peer.send(event.response())
+
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(answer_pings)
+        await trio.sleep(30)
+        assert this.state is State.OPEN
+        assert this.latency == 2.5
+        nursery.cancel_scope.cancel()
+    assert ping_times == [5.0, 12.5, 20.0, 27.5]
+
+
+async def test_keepalive_timeout_reaches_a_peer_that_stopped_reading(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A trio_ws peer whose reader is stopped (full queue) cannot answer pings: we close with
+    1011 at ping_interval + ping_timeout, and the peer still gets its queued message first."""
+    this, other = this_and_other(
+        side,
+        client_options={"ping_interval": 5, "ping_timeout": 3} if side == "client" else None,
+        server_options={"ping_interval": 5, "ping_timeout": 3} if side == "server" else None,
+        max_queue=1,
+    )
+    async with sessions(this, other):
+        await this.send("fills the queue")
+        await this.wait_closed()
+        assert trio.current_time() == 8.0
+        assert await other.recv() == "fills the queue"
+        with pytest.raises(ConnectionClosedError) as info:
+            await other.recv()
+        assert info.value.code == 1011
+        assert other.close_code == 1011
+
+
+# -- closing -------------------------------------------------------------------------------
+
+
+async def test_aclose_gives_the_peer_code_and_reason_and_closes_both_ends(side: str) -> None:
+    """aclose(code, reason) sends them to the peer; both ends end CLOSED."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(this.aclose, 3001, "rätsel")
+            assert await peer.receive() == CloseConnection(code=3001, reason="rätsel")
+            await peer.send(CloseConnection(code=3001))
+            if side == "client":  # RFC 6455 §7.1.1: the server closes TCP first
+                await peer.stream.aclose()
+        assert this.state is State.CLOSED
+        assert this.close_code == 3001
+    if side == "server":
+        assert await peer.receive() is None
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000])
+async def test_aclose_with_a_code_that_may_not_be_sent_raises_value_error(
+    side: str, code: int
+) -> None:
+    """Codes reserved or out of range (RFC 6455 §7.4), and 1014, which wsproto peers reject,
+    raise ValueError and send nothing."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        with pytest.raises(ValueError, match=str(code)):
+            await this.aclose(code)
+        assert this.state is State.OPEN
+        await this.send("still open")
+        assert await other.recv() == "still open"
+
+
+async def test_aclose_with_a_reason_over_123_bytes_raises_value_error(side: str) -> None:
+    """The close reason is limited to 123 bytes in UTF-8 (RFC 6455 §5.5)."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        with pytest.raises(ValueError, match="123"):
+            await this.aclose(1000, "é" * 62)
+        assert this.state is State.OPEN
+        await this.aclose(1000, "é" * 61 + "x")
+        assert other.close_reason == "é" * 61 + "x"
+
+
+@pytest.mark.parametrize(
+    "code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 3000, 4999]
+)
+async def test_aclose_with_a_sendable_code_reaches_a_trio_ws_peer(side: str, code: int) -> None:
+    """Every code aclose() accepts is one a trio_ws peer accepts and reports."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.aclose(code)
+        assert other.close_code == code
+
+
+async def test_aclose_against_a_silent_peer_returns_after_close_timeout(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With no answer to our close frame, aclose() gives up at exactly close_timeout, closes
+    the stream, and close_code is 1006 (no close frame came)."""
+    this, peer, _, _ = with_peer(side, close_timeout=4)
+    async with this._session():
+        await this.aclose()
+        assert trio.current_time() == 4.0
+        assert this.state is State.CLOSED
+        assert (this.close_code, this.close_reason) == (1006, "")
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert info.value.code == 1006
+    assert await peer.receive_until_eof() == [CloseConnection(code=1000, reason="")]
+
+
+async def test_client_waits_close_timeout_for_the_server_to_close_tcp(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After the closing handshake the client lets the server close TCP first (RFC 6455
+    §7.1.1), but no longer than close_timeout."""
+    this, peer, _, _ = with_peer("client", close_timeout=4)
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(this.aclose)
+        assert await peer.receive() == CloseConnection(code=1000, reason="")
+        await peer.send(CloseConnection(code=1000))
+        await wait_all_tasks_blocked()
+        assert this.state is State.CLOSING
+        await this.wait_closed()
+        assert trio.current_time() == 4.0
+        assert this.close_code == 1000
+    assert await peer.receive() is None
+
+
+async def test_cancelled_aclose_closes_the_stream_at_once(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Cancelling aclose() while it waits for the peer closes the stream right away."""
+    this, peer, _, _ = with_peer(side, close_timeout=10)
+    async with this._session():
+        with trio.move_on_after(1):
+            await this.aclose()
+        assert trio.current_time() == 1.0
+        assert this.state is State.CLOSED
+    assert await peer.receive_until_eof() == [CloseConnection(code=1000, reason="")]
+
+
+async def test_aclose_after_close_returns_at_once(side: str) -> None:
+    """aclose() on a closed connection does nothing, and still checkpoints."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.aclose(4001)
+        with trio.testing.assert_checkpoints():
+            await this.aclose(1000)
+        assert other.close_code == 4001
+
+
+async def test_cancelled_session_body_closes_with_1001(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A session whose body is cancelled still runs the closing handshake, with 1001."""
+    this, other = this_and_other(side)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_until_closed, other)
+        with trio.CancelScope() as scope:
+            async with this._session():
+                scope.cancel()
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert this.state is State.CLOSED
+        assert trio.current_time() == 0.0  # the closing handshake needed no timeout
+    with pytest.raises(ConnectionClosedOK) as info:
+        await other.recv()
+    assert (info.value.code, info.value.reason) == (1001, "going away")
+
+
+async def test_exception_in_session_body_closes_with_1011_and_propagates_unwrapped(
+    side: str,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The body's exception closes the connection with 1011 and comes out as itself, never
+    in an ExceptionGroup."""
+    this, other = this_and_other(side)
+    error = KeyError("boom")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_until_closed, other)
+        with pytest.raises(KeyError) as info:
+            async with this._session():
+                raise error
+    assert info.value is error
+    assert this.state is State.CLOSED
+    assert trio.current_time() == 0.0
+    with pytest.raises(ConnectionClosedError) as closed:
+        await other.recv()
+    assert (closed.value.code, closed.value.reason) == (1011, "internal error")
+
+
+async def test_exception_group_from_session_body_comes_out_as_raised(side: str) -> None:
+    """An ExceptionGroup the body raises comes out as that group (same message and
+    exceptions), not nested in another."""
+    this, other = this_and_other(side)
+    group = ExceptionGroup("user's", [ValueError("a"), TypeError("b")])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_until_closed, other)
+        with pytest.raises(ExceptionGroup) as info:
+            async with this._session():
+                raise group
+    assert info.value.message == "user's"
+    assert info.value.exceptions == group.exceptions
+    assert other.close_code == 1011
+
+
+async def test_session_body_that_returns_closes_with_1000(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A body that returns closes the connection with 1000 and waits for it to be closed."""
+    this, other = this_and_other(side)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_until_closed, other)
+        async with this._session():
+            await this.send("bye")
+        assert this.state is State.CLOSED
+        assert trio.current_time() == 0.0
+    assert await other.recv() == "bye"
+    with pytest.raises(ConnectionClosedOK) as info:
+        await other.recv()
+    assert info.value.code == 1000
+
+
+async def test_wait_closed_returns_once_the_peer_closed(side: str) -> None:
+    """wait_closed() blocks while open and returns once the connection is closed."""
+    this, peer, _, _ = with_peer(side)
+    done: list[State] = []
+
+    async def wait() -> None:
+        await this.wait_closed()
+        done.append(this.state)
+
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        await wait_all_tasks_blocked()
+        assert done == []
+        await peer.send(CloseConnection(code=1000))
+        assert await peer.receive() == CloseConnection(code=1000, reason="")
+        await peer.stream.aclose()
+    assert done == [State.CLOSED]
+
+
+async def test_state_goes_from_open_to_closing_to_closed(side: str) -> None:
+    """OPEN until our close frame is sent, CLOSING until the stream is closed, then CLOSED;
+    close_code stays None until a close frame has been received."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session(), trio.open_nursery() as nursery:
+        assert (this.state, this.close_code, this.close_reason) == (State.OPEN, None, None)
+        nursery.start_soon(this.aclose)
+        assert await peer.receive() == CloseConnection(code=1000, reason="")
+        assert (this.state, this.close_code) == (State.CLOSING, None)
+        await peer.send(CloseConnection(code=1000, reason="ok"))
+        await wait_all_tasks_blocked()
+        if side == "client":  # waits for the server to close TCP
+            assert (this.state, this.close_code) == (State.CLOSING, 1000)
+            await peer.stream.aclose()
+            await wait_all_tasks_blocked()
+        assert (this.state, this.close_code, this.close_reason) == (State.CLOSED, 1000, "ok")
+
+
+async def test_send_after_close_raises_connection_closed(side: str) -> None:
+    """After the closing handshake, send, ping and pong raise ConnectionClosed on both ends."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.aclose(1000, "done")
+        for ws in (this, other):
+            with pytest.raises(ConnectionClosedOK):
+                await ws.send("late")
+            with pytest.raises(ConnectionClosedOK):
+                await ws.ping()
+            with pytest.raises(ConnectionClosedOK):
+                await ws.pong()
+
+
+async def test_send_after_receiving_a_close_frame_raises_connection_closed() -> None:
+    """Once the peer's close frame is in, send() raises its code and reason, even while the
+    client still waits for the server to close TCP; nothing follows our close frame."""
+    this, peer, _, _ = with_peer("client")
+    async with this._session():
+        await peer.send(CloseConnection(code=1000, reason="x"))
+        assert await peer.receive() == CloseConnection(code=1000, reason="")
+        assert this.state is State.CLOSING
+        with pytest.raises(ConnectionClosedOK) as info:
+            await this.send("too late")
+        assert (info.value.code, info.value.reason) == (1000, "x")
+        await peer.stream.aclose()
+    assert peer.after_close == b""
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+async def test_oversized_message_fails_with_1009_on_both_ends(side: str) -> None:
+    """A message over the receiver's max_size: the sender sees 1009, the receiver's recv()
+    raises ConnectionClosedError caused by PayloadTooBig, after the messages before it."""
+    this, other = this_and_other(
+        side,
+        client_options={"max_size": 1000} if side == "server" else None,
+        server_options={"max_size": 1000} if side == "client" else None,
+    )
+    async with sessions(this, other):
+        await this.send(b"x" * 1000)
+        await this.send(b"x" * 1001)
+        assert await other.recv() == b"x" * 1000
+        with pytest.raises(ConnectionClosedError) as info:
+            await other.recv()
+        assert info.value.code == 1009
+        assert isinstance(info.value.__cause__, PayloadTooBig)
+        with pytest.raises(ConnectionClosedError) as sender:
+            await this.recv()
+        assert sender.value.code == 1009
+        assert this.close_code == 1009
+
+
+async def test_compressed_bomb_fails_with_1009_on_both_ends(side: str) -> None:
+    """With permessage-deflate, 10 MB of zeros (about 10 KB on the wire) against the
+    receiver's max_size=1 MiB fails the connection with 1009 on both ends."""
+    receiver = {"max_size": 2**20}
+    async with connection_pair(
+        compression="deflate",
+        client_options=receiver if side == "server" else None,
+        server_options=receiver if side == "client" else None,
+    ) as pair:
+        this, other = pair_side(pair, side)
+        await this.send("before")
+        await this.send(b"\x00" * 10**7)
+        assert await other.recv() == "before"
+        with pytest.raises(ConnectionClosedError) as info:
+            await other.recv()
+        assert info.value.code == 1009
+        assert isinstance(info.value.__cause__, PayloadTooBig)
+        with pytest.raises(ConnectionClosedError) as sender:
+            await this.recv()
+        assert sender.value.code == 1009
+
+
+async def test_protocol_error_from_peer_fails_with_1002(side: str) -> None:
+    """A frame that breaks RFC 6455 gets a 1002 close frame, then end of stream; recv() raises
+    ConnectionClosedError caused by ProtocolError."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        masked = 0x80 if side == "server" else 0
+        await peer.stream.send_all(bytes([0x83, masked]) + (b"\x00" * 4 if masked else b""))
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert info.value.code == 1002
+        assert isinstance(info.value.__cause__, ProtocolError)
+    [close] = await peer.receive_until_eof()
+    assert isinstance(close, CloseConnection)
+    assert close.code == 1002
+
+
+async def test_lost_connection_gives_1006(side: str) -> None:
+    """The stream ending without a close frame ends recv() and send() with 1006."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        await peer.send(TextMessage(data="last"))
+        await peer.stream.aclose()
+        assert await this.recv() == "last"
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert info.value.code == 1006
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.send("x")
+        assert info.value.code == 1006
+        assert (this.state, this.close_code) == (State.CLOSED, 1006)
+
+
+async def test_peer_gone_before_our_pong_is_a_lost_connection_not_an_internal_error(
+    side: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pong that cannot be written because the peer vanished ends the connection with 1006
+    quietly: the reader does not crash, nothing is logged as an error."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        await peer.send(Ping(payload=b"anyone?"))
+        await peer.stream.aclose()
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert info.value.code == 1006
+        assert (this.state, this.close_code) == (State.CLOSED, 1006)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- backpressure --------------------------------------------------------------------------
+
+
+async def test_full_queue_stops_the_reader_so_the_sender_blocks(side: str) -> None:
+    """With max_queue=2 and no recv(), the reader stops reading: over a lockstep stream the
+    sender completes exactly two sends; each recv() lets exactly one more through."""
+    client_stream, server_stream = trio.testing.lockstep_stream_pair()
+    this, other = this_and_other(side, (client_stream, server_stream), max_queue=2)
+    sent: list[int] = []
+
+    async def send_all() -> None:
+        for i in range(6):
+            await other.send(str(i))
+            sent.append(i)
+
+    async with sessions(this, other), trio.open_nursery() as nursery:
+        nursery.start_soon(send_all)
+        await wait_all_tasks_blocked()
+        assert sent == [0, 1]
+        for i in range(4):
+            assert await this.recv() == str(i)
+            await wait_all_tasks_blocked()
+            assert sent == list(range(i + 3))
+        assert [await this.recv(), await this.recv()] == ["4", "5"]
+
+
+async def test_messages_from_one_read_are_all_kept_and_pings_wait_for_room(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Messages that arrive in one read are all queued, even past max_queue; then the reader
+    reads nothing (a ping goes unanswered) until recv() makes room."""
+    this, peer, _, _ = with_peer(side, max_queue=1)
+    async with this._session():
+        await peer.send(*(TextMessage(data=str(i)) for i in range(5)))
+        await wait_all_tasks_blocked()
+        await peer.send(Ping(payload=b"?"))
+        with trio.move_on_after(1) as scope:
+            await peer.receive()
+        assert scope.cancelled_caught
+        assert [await this.recv() for _ in range(5)] == ["0", "1", "2", "3", "4"]
+        assert await peer.receive() == Pong(payload=b"?")
+        await peer.close()
+
+
+async def test_max_queue_none_never_stops_reading(side: str) -> None:
+    """Without max_queue, the reader keeps reading (and answering pings) however many
+    messages wait."""
+    this, peer, _, _ = with_peer(side, max_queue=None)
+    async with this._session():
+        for i in range(100):
+            await peer.send(TextMessage(data=str(i)))
+        await peer.send(Ping(payload=b"?"))
+        assert await peer.receive() == Pong(payload=b"?")
+        assert [await this.recv() for _ in range(100)] == [str(i) for i in range(100)]
+        await peer.close()
+
+
+async def test_aclose_with_a_full_queue_still_reads_the_answer(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A reader stopped by a full queue resumes for the closing handshake."""
+    this, other = this_and_other(side, max_queue=1)
+    async with sessions(this, other):
+        await other.send("a")
+        await other.send("b")
+        await wait_all_tasks_blocked()
+        await this.aclose()
+        assert trio.current_time() == 0.0  # no wait for close_timeout
+        assert this.state is State.CLOSED
+        assert this.close_code == 1000
+
+
+# -- cancelling a send ---------------------------------------------------------------------
+
+
+async def test_send_cancelled_mid_frame_fails_with_1011_and_closes_the_stream(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A send cut mid-frame fails the connection: nothing more is written (no other message,
+    no close frame), the stream is closed, and every call raises ConnectionClosedError 1011."""
+    this, _, ours, theirs = with_peer(side)
+    async with this._session():
+        cut_writes(ours, theirs, deliver=3)
+        with trio.move_on_after(1) as scope:
+            await this.send(b"x" * 1000)
+        assert scope.cancelled_caught
+        with trio.fail_after(1):
+            with pytest.raises(ConnectionClosedError) as info:
+                await this.send("after the cut")
+            assert (info.value.code, info.value.reason) == (1011, "send cancelled mid-frame")
+            await this.wait_closed()
+        assert this.state is State.CLOSED
+        assert this.close_code == 1006  # no close frame came from the peer
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert info.value.code == 1011
+    data = bytearray()
+    while chunk := await theirs.receive_some():
+        data += chunk
+    assert len(data) == 3
+
+
+async def test_nothing_is_written_after_a_cut_frame(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """After a cut frame, send, ping and pong raise at once without writing, even before the
+    reader has noticed and closed the stream; the closing handshake writes nothing either."""
+    this, peer, tap, ours, theirs = with_tapped_peer(side)
+    async with this._session():
+        tap.hold_reads = True
+        cut_writes(ours, theirs, deliver=3)
+        with trio.move_on_after(1):
+            await this.send(b"x" * 1000)
+        with trio.fail_after(1):
+            for call in (lambda: this.send("after"), lambda: this.ping(b"p"), this.pong):
+                with pytest.raises(ConnectionClosedError) as info:
+                    await call()
+                assert info.value.code == 1011
+        assert len(tap.writes) == 1
+        await peer.stream.aclose()  # wakes the reader up
+        await this.wait_closed()
+    assert len(tap.writes) == 1
+
+
+async def test_keepalive_ping_cut_mid_frame_is_not_followed_by_a_close_frame(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A keepalive ping stuck mid-frame past ping_timeout fails the connection with 1011
+    and writes nothing after it: a close frame would be read as the ping's payload."""
+    this, peer, tap, ours, theirs = with_tapped_peer(side, ping_interval=5, ping_timeout=3)
+    async with this._session():
+        tap.hold_reads = True
+        cut_writes(ours, theirs, deliver=1)
+        await trio.sleep(8)
+        await wait_all_tasks_blocked()
+        assert len(tap.writes) == 1
+        await peer.stream.aclose()
+        await this.wait_closed()
+        assert trio.current_time() == 8.0
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert info.value.code == 1011
+    assert len(tap.writes) == 1
+
+
+async def test_send_cancelled_while_waiting_its_turn_sends_nothing(side: str) -> None:
+    """Cancelling a send that waits behind another sends nothing and keeps the connection."""
+    this, peer, ours, theirs = with_peer(side)
+    release = trio.Event()
+    waiting = trio.CancelScope()
+
+    async def send_in_scope() -> None:
+        with waiting:
+            await this.send("cancelled")
+
+    async with this._session():
+        hold_writes(ours, theirs, release)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(this.send, "first")
+            await wait_all_tasks_blocked()
+            nursery.start_soon(send_in_scope)
+            await wait_all_tasks_blocked()
+            waiting.cancel()
+            await wait_all_tasks_blocked()
+            release.set()
+        assert waiting.cancelled_caught
+        await this.send("second")
+        assert this.state is State.OPEN
+        events = [await peer.receive(), await peer.receive()]
+        await peer.close()
+    assert events == [TextMessage(data="first"), TextMessage(data="second")]
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+async def test_send_recv_ping_pong_checkpoint_on_the_fast_path(side: str) -> None:
+    """Every call that can block checkpoints, even when it does not block."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        with trio.testing.assert_checkpoints():
+            await this.send("x")
+        await wait_all_tasks_blocked()
+        with trio.testing.assert_checkpoints():
+            assert await other.recv() == "x"
+        with trio.testing.assert_checkpoints():
+            await this.ping()
+        with trio.testing.assert_checkpoints():
+            await this.pong()
+
+
+async def test_calls_on_a_closed_connection_checkpoint(side: str) -> None:
+    """Raising ConnectionClosed is no excuse to skip the checkpoint."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.aclose()
+        for call in (lambda: this.send("x"), this.recv, this.ping, this.pong):
+            with trio.testing.assert_checkpoints(), pytest.raises(ConnectionClosed):
+                await call()
+        with trio.testing.assert_checkpoints():
+            await this.wait_closed()
+
+
+# -- what you can ask ----------------------------------------------------------------------
+
+
+async def test_connection_describes_itself(side: str) -> None:
+    """Each connection has its own id; over memory streams there is no socket address."""
+    this, other = this_and_other(side)
+    assert this.id != other.id
+    assert (this.local_address, this.remote_address) == (None, None)
+    assert this.request.path == "/"
+    assert this.response.status_code == 101
+    assert this.subprotocol is None
+    assert repr(this) == f"<{type(this).__name__} {this.id} OPEN>"
+    assert isinstance(this, ClientConnection if side == "client" else ServerConnection)

@@ -1,0 +1,652 @@
+"""trio_ws._protocol: bytes in, events out, with no I/O.
+
+Each test opens a wsproto connection on both ends in memory, wraps ours in a Protocol and plays
+the peer with wsproto itself or with frames built byte by byte.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+from wsproto.events import Event as WSEvent
+from wsproto.extensions import Extension, PerMessageDeflate
+
+from trio_ws._protocol import (
+    CloseReceived,
+    Event,
+    Failed,
+    MessageReceived,
+    PingReceived,
+    PongReceived,
+    Protocol,
+    deflate_extension,
+)
+from trio_ws.exceptions import PayloadTooBig, ProtocolError
+
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+MiB = 2**20
+
+
+def open_protocol(
+    side: str,
+    *,
+    max_size: int | None = MiB,
+    compression: bool = False,
+    peer_extension: Extension | None = None,
+) -> tuple[Protocol, WSConnection]:
+    """Our Protocol on ``side`` and the wsproto connection playing the peer, both open."""
+    client = WSConnection(ConnectionType.CLIENT)
+    server = WSConnection(ConnectionType.SERVER)
+    ours: list[Extension] = [deflate_extension(max_size)] if compression else []
+    peers: list[Extension] = []
+    if compression:
+        peers = [peer_extension or PerMessageDeflate()]
+    client_extensions, server_extensions = (ours, peers) if side == "client" else (peers, ours)
+    server.receive_data(
+        client.send(Request(host="example.com", target="/", extensions=client_extensions))
+    )
+    assert isinstance(next(server.events()), Request)
+    client.receive_data(server.send(AcceptConnection(extensions=server_extensions)))
+    accepted = next(client.events())
+    assert isinstance(accepted, AcceptConnection)
+    assert bool(accepted.extensions) is compression
+    ws, peer = (client, server) if side == "client" else (server, client)
+    return Protocol(ws, max_size=max_size), peer
+
+
+def frame(
+    side: str,
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    rsv2: bool = False,
+    masked: bool | None = None,
+) -> bytes:
+    """One frame from the peer of ``side``, built by hand: masked when the peer is a client."""
+    if masked is None:
+        masked = side == "server"
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | opcode
+    mask_bit = 0x80 if masked else 0
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", first, mask_bit | length)
+    elif length < 2**16:
+        head = struct.pack("!BBH", first, mask_bit | 126, length)
+    else:
+        head = struct.pack("!BBQ", first, mask_bit | 127, length)
+    if not masked:
+        return head + payload
+    key = b"\x5a\xc3\x0f\x96"
+    keystream = (key * (length // 4 + 1))[:length]
+    masked_payload = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(
+        length, "big"
+    )
+    return head + key + masked_payload
+
+
+def peer_events(peer: WSConnection, data: bytes) -> list[WSEvent]:
+    """What the peer makes of bytes we sent."""
+    peer.receive_data(data)
+    return list(peer.events())
+
+
+def feed_in_chunks(protocol: Protocol, data: bytes, size: int) -> Iterator[list[Event]]:
+    for start in range(0, len(data), size):
+        yield protocol.receive_data(data[start : start + size])
+
+
+def deflate_fragments(*parts: bytes) -> list[bytes]:
+    """The payloads of a message compressed as RFC 7692 §7.2.1 says, one per fragment."""
+    compressor = zlib.compressobj(wbits=-15)
+    payloads = [compressor.compress(part) + compressor.flush(zlib.Z_SYNC_FLUSH) for part in parts]
+    assert payloads[-1].endswith(b"\x00\x00\xff\xff")
+    payloads[-1] = payloads[-1][:-4]
+    return payloads
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+def test_text_and_binary_messages_arrive_as_str_and_bytes(side: str) -> None:
+    """A text frame gives str, a binary frame bytes, each as one MessageReceived."""
+    protocol, peer = open_protocol(side)
+    data = peer.send(TextMessage(data="héllo")) + peer.send(BytesMessage(data=b"\x00\xff"))
+    events = protocol.receive_data(data)
+    assert events == [MessageReceived("héllo"), MessageReceived(b"\x00\xff")]
+    assert type(events[1].data) is bytes  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("parts", "whole"),
+    [(["ab", "cd", "ef"], "abcdef"), ([b"\x01", b"", b"\x02\x03"], b"\x01\x02\x03")],
+    ids=["text", "binary"],
+)
+def test_fragments_are_joined_into_one_message(
+    side: str, parts: list[str] | list[bytes], whole: str | bytes
+) -> None:
+    """No event until the final fragment; then one message holding every fragment, in order."""
+    protocol, peer = open_protocol(side)
+    for part in parts[:-1]:
+        event = (
+            TextMessage(data=part, message_finished=False)
+            if isinstance(part, str)
+            else BytesMessage(data=part, message_finished=False)
+        )
+        assert protocol.receive_data(peer.send(event)) == []
+    last = parts[-1]
+    final = TextMessage(data=last) if isinstance(last, str) else BytesMessage(data=last)
+    assert protocol.receive_data(peer.send(final)) == [MessageReceived(whole)]
+
+
+def test_character_split_between_fragments_is_decoded(side: str) -> None:
+    """UTF-8 is decoded across fragment boundaries: a 2-byte character may straddle them."""
+    protocol, _ = open_protocol(side)
+    data = frame(side, TEXT, b"a\xc3", fin=False) + frame(side, CONTINUATION, b"\xa9b")
+    assert protocol.receive_data(data) == [MessageReceived("aéb")]
+
+
+def test_message_fed_one_byte_at_a_time_arrives_once(side: str) -> None:
+    """Partial frames yield nothing; the message comes out once, with the last byte."""
+    protocol, peer = open_protocol(side)
+    data = peer.send(TextMessage(data="x" * 300))
+    results = [protocol.receive_data(data[i : i + 1]) for i in range(len(data))]
+    assert results[:-1] == [[]] * (len(data) - 1)
+    assert results[-1] == [MessageReceived("x" * 300)]
+
+
+def test_messages_in_one_chunk_arrive_in_order(side: str) -> None:
+    """Every message a chunk completes is returned, in the order sent."""
+    protocol, peer = open_protocol(side)
+    data = b"".join(peer.send(BytesMessage(data=bytes([i]))) for i in range(5))
+    assert protocol.receive_data(data) == [MessageReceived(bytes([i])) for i in range(5)]
+
+
+# -- max_size ------------------------------------------------------------------------------
+
+
+def test_message_of_exactly_max_size_is_accepted(side: str) -> None:
+    """max_size is inclusive, whole or in fragments."""
+    protocol, peer = open_protocol(side, max_size=1000)
+    data = peer.send(BytesMessage(data=b"x" * 1000))
+    data += peer.send(BytesMessage(data=b"y" * 600, message_finished=False))
+    data += peer.send(BytesMessage(data=b"y" * 400))
+    assert protocol.receive_data(data) == [
+        MessageReceived(b"x" * 1000),
+        MessageReceived(b"y" * 1000),
+    ]
+
+
+def test_max_size_counts_all_fragments_of_a_message(side: str) -> None:
+    """Fragments each under max_size fail the message once their total passes it."""
+    protocol, peer = open_protocol(side, max_size=1000)
+    assert protocol.receive_data(peer.send(BytesMessage(b"a" * 400, message_finished=False))) == []
+    assert protocol.receive_data(peer.send(BytesMessage(b"a" * 400, message_finished=False))) == []
+    [event] = protocol.receive_data(peer.send(BytesMessage(b"a" * 300)))
+    assert isinstance(event, Failed)
+    assert event.code == 1009
+    assert isinstance(event.error, PayloadTooBig)
+    assert "max_size=1,000" in str(event.error)
+    assert not protocol.can_send_data
+
+
+def test_max_size_counts_text_in_utf8_bytes(side: str) -> None:
+    """Text is measured in UTF-8 bytes, not characters: 6 characters can be 11 bytes."""
+    protocol, peer = open_protocol(side, max_size=10)
+    assert protocol.receive_data(peer.send(TextMessage("é" * 5))) == [MessageReceived("é" * 5)]
+    [event] = protocol.receive_data(peer.send(TextMessage("é" * 5 + "a")))
+    assert isinstance(event, Failed)
+    assert event.code == 1009
+
+
+def test_size_count_restarts_with_each_message(side: str) -> None:
+    """max_size bounds each message, not the connection: many full-size messages pass."""
+    protocol, peer = open_protocol(side, max_size=100)
+    for _ in range(5):
+        data = peer.send(BytesMessage(b"z" * 60, message_finished=False))
+        data += peer.send(BytesMessage(b"z" * 40))
+        assert protocol.receive_data(data) == [MessageReceived(b"z" * 100)]
+
+
+def test_oversized_message_fails_before_it_is_all_received(side: str) -> None:
+    """A frame announcing 10 MB fails as soon as max_size + 1 bytes of it have arrived."""
+    protocol, _ = open_protocol(side, max_size=1000)
+    data = frame(side, BINARY, b"\x00" * 10**7)
+    header = len(data) - 10**7
+    fed = 0
+    for events in feed_in_chunks(protocol, data, 100):
+        fed += 100
+        if events:
+            break
+    assert fed - header <= 1000 + 100
+    [event] = events
+    assert isinstance(event, Failed)
+    assert event.code == 1009
+
+
+def test_nothing_is_reported_after_a_failure(side: str) -> None:
+    """Failed is the last event: later bytes, even a valid message, are ignored."""
+    protocol, peer = open_protocol(side, max_size=10)
+    [event] = protocol.receive_data(peer.send(BytesMessage(b"x" * 11)))
+    assert isinstance(event, Failed)
+    assert protocol.receive_data(frame(side, TEXT, b"late")) == []
+
+
+def test_no_limit_when_max_size_is_none(side: str) -> None:
+    """max_size=None accepts a message of any size."""
+    protocol, peer = open_protocol(side, max_size=None)
+    assert protocol.receive_data(peer.send(BytesMessage(b"x" * 3 * MiB))) == [
+        MessageReceived(b"x" * 3 * MiB)
+    ]
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [(TEXT, b"\xff", True)],
+        [(TEXT, b"caf\xc3", True)],
+        [(TEXT, b"ok", False), (CONTINUATION, b"\xed\xa0\x80", True)],
+    ],
+    ids=["invalid-byte", "truncated-at-end", "surrogate-in-fragment"],
+)
+def test_invalid_utf8_in_text_fails_with_1007(
+    side: str, frames: list[tuple[int, bytes, bool]]
+) -> None:
+    """Text that is not valid UTF-8 fails the connection with 1007 and a ProtocolError."""
+    protocol, _ = open_protocol(side)
+    data = b"".join(frame(side, op, payload, fin=fin) for op, payload, fin in frames)
+    [event] = protocol.receive_data(data)
+    assert isinstance(event, Failed)
+    assert event.code == 1007
+    assert isinstance(event.error, ProtocolError)
+
+
+def test_invalid_utf8_in_close_reason_fails_with_1007(side: str) -> None:
+    """A close reason must be UTF-8 too (RFC 6455 §5.5.1)."""
+    protocol, _ = open_protocol(side)
+    [event] = protocol.receive_data(frame(side, CLOSE, struct.pack("!H", 1000) + b"\xff"))
+    assert isinstance(event, Failed)
+    assert event.code == 1007
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        lambda side: frame(side, 0x3, b"x"),
+        lambda side: frame(side, 0xB, b""),
+        lambda side: frame(side, PING, b"x", fin=False),
+        lambda side: frame(side, PING, b"x" * 126),
+        lambda side: frame(side, CONTINUATION, b"x"),
+        lambda side: frame(side, TEXT, b"a", fin=False) + frame(side, TEXT, b"b"),
+        lambda side: frame(side, TEXT, b"x", rsv1=True),
+        lambda side: frame(side, BINARY, b"x", rsv2=True),
+        lambda side: frame(side, CLOSE, b"\x03"),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 999)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1004)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1005)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1006)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1016)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 5000)),
+        lambda side: struct.pack("!BBH", 0x82, 126 | (0x80 if side == "server" else 0), 5),
+    ],
+    ids=[
+        "reserved-data-opcode",
+        "reserved-control-opcode",
+        "fragmented-ping",
+        "control-frame-over-125-bytes",
+        "continuation-without-start",
+        "new-message-inside-fragmented-one",
+        "rsv1-without-extension",
+        "rsv2",
+        "close-with-1-byte-payload",
+        "close-code-999",
+        "close-code-1004",
+        "close-code-1005",
+        "close-code-1006",
+        "close-code-1016",
+        "close-code-5000",
+        "non-minimal-length",
+    ],
+)
+def test_protocol_violation_fails_with_1002(side: str, data: Callable[[str], bytes]) -> None:
+    """A frame RFC 6455 forbids fails the connection with 1002 and a ProtocolError."""
+    protocol, _ = open_protocol(side)
+    [event] = protocol.receive_data(data(side))
+    assert isinstance(event, Failed)
+    assert event.code == 1002
+    assert isinstance(event.error, ProtocolError)
+    assert not protocol.can_send_data
+
+
+def test_wrong_masking_fails_with_1002(side: str) -> None:
+    """Client frames must be masked and server frames must not (RFC 6455 §5.1)."""
+    protocol, _ = open_protocol(side)
+    [event] = protocol.receive_data(frame(side, TEXT, b"x", masked=side == "client"))
+    assert isinstance(event, Failed)
+    assert event.code == 1002
+
+
+def test_message_before_a_bad_frame_is_still_delivered(side: str) -> None:
+    """Events a chunk completes before the violation come first, then Failed, then nothing."""
+    protocol, peer = open_protocol(side)
+    data = peer.send(TextMessage("ok")) + frame(side, 0x3, b"") + peer.send(TextMessage("no"))
+    events = protocol.receive_data(data)
+    assert events[0] == MessageReceived("ok")
+    assert isinstance(events[1], Failed)
+    assert len(events) == 2
+
+
+# -- control frames ------------------------------------------------------------------------
+
+
+def test_pings_and_pongs_are_reported_with_their_payload(side: str) -> None:
+    """Ping and pong frames become PingReceived and PongReceived; nothing is answered for us."""
+    protocol, peer = open_protocol(side)
+    data = peer.send(Ping(b"p")) + peer.send(Pong(b"q"))
+    assert protocol.receive_data(data) == [PingReceived(b"p"), PongReceived(b"q")]
+
+
+def test_ping_between_fragments_is_reported_before_the_message(side: str) -> None:
+    """A control frame may come between fragments (RFC 6455 §5.4); the message still joins."""
+    protocol, _ = open_protocol(side)
+    data = frame(side, TEXT, b"ab", fin=False) + frame(side, PING, b"!")
+    data += frame(side, CONTINUATION, b"cd")
+    assert protocol.receive_data(data) == [PingReceived(b"!"), MessageReceived("abcd")]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (struct.pack("!H", 1000) + b"bye", 1000, "bye"),
+        (struct.pack("!H", 1001), 1001, ""),
+        (struct.pack("!H", 4999) + "ü".encode(), 4999, "ü"),
+        (b"", 1005, ""),
+    ],
+    ids=["1000-with-reason", "1001", "application-code", "no-code"],
+)
+def test_close_frame_gives_close_received(
+    side: str, payload: bytes, code: int, reason: str
+) -> None:
+    """A close frame reports its code and reason (1005 and "" without a code)."""
+    protocol, _ = open_protocol(side)
+    assert protocol.receive_data(frame(side, CLOSE, payload)) == [CloseReceived(code, reason)]
+    assert not protocol.can_send_data
+    assert not protocol.close_sent
+
+
+def test_answering_a_close_frame_sends_one_close_frame(side: str) -> None:
+    """send_close answers the peer's close once; a second call frames nothing."""
+    protocol, peer = open_protocol(side)
+    [event] = protocol.receive_data(peer.send(CloseConnection(code=1001, reason="away")))
+    assert event == CloseReceived(1001, "away")
+    answer = protocol.send_close(1001, "")
+    assert peer_events(peer, answer) == [CloseConnection(code=1001, reason="")]
+    assert protocol.close_sent
+    assert protocol.send_close(1001, "") == b""
+
+
+def test_nothing_after_the_close_frame_counts(side: str) -> None:
+    """RFC 6455 §5.5.1: data after a close frame is ignored, in the same chunk or later."""
+    protocol, peer = open_protocol(side)
+    data = peer.send(TextMessage("before")) + peer.send(CloseConnection(code=1000))
+    data += frame(side, TEXT, b"after")
+    assert protocol.receive_data(data) == [MessageReceived("before"), CloseReceived(1000, "")]
+    assert protocol.receive_data(frame(side, TEXT, b"later")) == []
+
+
+def test_close_after_our_close_completes_the_handshake(side: str) -> None:
+    """After our close frame we send no data; the peer's answer is a CloseReceived."""
+    protocol, peer = open_protocol(side)
+    ours = protocol.send_close(4000, "done")
+    assert protocol.close_sent
+    assert not protocol.can_send_data
+    assert peer_events(peer, ours) == [CloseConnection(code=4000, reason="done")]
+    # The peer may still send messages until it has seen our close.
+    assert protocol.receive_data(frame(side, TEXT, b"late")) == [MessageReceived("late")]
+    answer = peer.send(CloseConnection(code=4000))
+    assert protocol.receive_data(answer) == [CloseReceived(4000, "")]
+    assert protocol.send_close(1000, "") == b""
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("tëxt", TextMessage(data="tëxt")),
+        (b"\x00\x01", BytesMessage(data=b"\x00\x01")),
+        (bytearray(b"ba"), BytesMessage(data=b"ba")),
+        (memoryview(b"mv"), BytesMessage(data=b"mv")),
+    ],
+    ids=["str", "bytes", "bytearray", "memoryview"],
+)
+def test_send_message_frames_text_for_str_and_binary_for_bytes_like(
+    side: str, message: str | bytes | bytearray | memoryview, expected: WSEvent
+) -> None:
+    """str goes out as a text frame, any bytes-like object as a binary frame."""
+    protocol, peer = open_protocol(side)
+    assert peer_events(peer, protocol.send_message(message)) == [expected]
+
+
+def test_send_message_rejects_other_types(side: str) -> None:
+    """A message that is neither str nor bytes-like raises TypeError and sends nothing."""
+    protocol, _ = open_protocol(side)
+    with pytest.raises(TypeError, match="int"):
+        protocol.send_message(42)  # type: ignore[arg-type]
+    assert protocol.can_send_data
+
+
+def test_send_ping_and_pong_frame_their_payload(side: str) -> None:
+    """send_ping and send_pong frame a ping and a pong the peer reads back."""
+    protocol, peer = open_protocol(side)
+    data = protocol.send_ping(b"1") + protocol.send_pong(b"2")
+    assert peer_events(peer, data) == [Ping(payload=b"1"), Pong(payload=b"2")]
+
+
+# -- permessage-deflate --------------------------------------------------------------------
+
+
+def test_compressed_messages_round_trip_both_ways(side: str) -> None:
+    """With deflate negotiated, messages go out compressed (RSV1) and come in decompressed.
+
+    The second identical message compresses to a back-reference into the first: decoding it
+    proves the inflater keeps its window across messages (context takeover).
+    """
+    protocol, peer = open_protocol(side, compression=True)
+    text = "compress me " * 1000
+    for _ in range(2):
+        data = peer.send(TextMessage(data=text))
+        assert len(data) < 100
+        assert protocol.receive_data(data) == [MessageReceived(text)]
+    for message in (b"\x07" * 10_000, b"\x07" * 10_000):
+        out = protocol.send_message(message)
+        assert out[0] & 0x40  # RSV1: compressed
+        assert len(out) < 100
+        assert peer_events(peer, out) == [BytesMessage(data=message)]
+
+
+def test_uncompressed_message_is_accepted_when_deflate_is_negotiated(side: str) -> None:
+    """RFC 7692 §6: a message without RSV1 is not compressed and is taken as it is."""
+    protocol, _ = open_protocol(side, compression=True)
+    assert protocol.receive_data(frame(side, TEXT, b"plain")) == [MessageReceived("plain")]
+
+
+def test_compressed_fragments_are_joined(side: str) -> None:
+    """A compressed message split in fragments (RSV1 on the first only) decodes whole."""
+    protocol, _ = open_protocol(side, compression=True)
+    first, second, third = deflate_fragments(b"one ", b"two ", b"three")
+    data = frame(side, TEXT, first, fin=False, rsv1=True)
+    data += frame(side, CONTINUATION, second, fin=False)
+    data += frame(side, CONTINUATION, third)
+    assert protocol.receive_data(data) == [MessageReceived("one two three")]
+
+
+def test_ping_between_compressed_fragments_leaves_the_message_intact(side: str) -> None:
+    """A ping between the fragments of a compressed message is not taken as message data.
+
+    wsproto's own permessage-deflate forgets the message is compressed after the control
+    frame and fails the connection; BoundedDeflate keeps track.
+    """
+    protocol, _ = open_protocol(side, compression=True)
+    first, second = deflate_fragments(b"hello ", b"world")
+    data = frame(side, TEXT, first, fin=False, rsv1=True) + frame(side, PING, b"p")
+    data += frame(side, PONG, b"q") + frame(side, CONTINUATION, second)
+    assert protocol.receive_data(data) == [
+        PingReceived(b"p"),
+        PongReceived(b"q"),
+        MessageReceived("hello world"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        lambda side: (
+            frame(side, TEXT, b"a", fin=False, rsv1=True)
+            + frame(side, CONTINUATION, b"b", rsv1=True)
+        ),
+        lambda side: frame(side, PING, b"", rsv1=True),
+    ],
+    ids=["continuation", "control"],
+)
+def test_rsv1_outside_a_first_frame_fails_with_1002(
+    side: str, data: Callable[[str], bytes]
+) -> None:
+    """RFC 7692 §6.1: only the first frame of a data message may set RSV1."""
+    protocol, _ = open_protocol(side, compression=True)
+    events = protocol.receive_data(data(side))
+    assert isinstance(events[-1], Failed)
+    assert events[-1].code == 1002
+
+
+def test_corrupt_compressed_data_fails_with_1007(side: str) -> None:
+    """Compressed bytes zlib cannot inflate fail the connection with 1007."""
+    protocol, _ = open_protocol(side, compression=True)
+    [event] = protocol.receive_data(frame(side, BINARY, b"\xff\xff\xff\xff", rsv1=True))
+    assert isinstance(event, Failed)
+    assert event.code == 1007
+
+
+def test_compressed_message_is_measured_after_inflating(side: str) -> None:
+    """max_size applies to the inflated message: exactly max_size passes, one byte more fails."""
+    protocol, _ = open_protocol(side, compression=True, max_size=1000)
+    [exact] = deflate_fragments(b"\x00" * 1000)
+    assert protocol.receive_data(frame(side, BINARY, exact, rsv1=True)) == [
+        MessageReceived(b"\x00" * 1000)
+    ]
+    [over] = deflate_fragments(b"\x00" * 1001)
+    [event] = protocol.receive_data(frame(side, BINARY, over, rsv1=True))
+    assert isinstance(event, Failed)
+    assert event.code == 1009
+    assert isinstance(event.error, PayloadTooBig)
+
+
+_decompressobj = zlib.decompressobj
+
+
+class _CountingInflater:
+    """A zlib decompressor that records how many bytes each call inflates."""
+
+    def __init__(self, wbits: int, counts: list[int]) -> None:
+        self._inflater = _decompressobj(wbits)
+        self._counts = counts
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        output = self._inflater.decompress(data, max_length)
+        self._counts.append(len(output))
+        return output
+
+
+@pytest.fixture
+def inflated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each output of every zlib inflater created during the test."""
+    counts: list[int] = []
+    monkeypatch.setattr(zlib, "decompressobj", lambda wbits: _CountingInflater(wbits, counts))
+    return counts
+
+
+def test_decompression_bomb_fails_with_1009_without_inflating_it(
+    side: str, inflated: list[int]
+) -> None:
+    """10 MB of zeros compressed to ~10 KB, against max_size=1 MiB: 1009 after inflating at
+    most max_size + 1 bytes, never the whole bomb."""
+    protocol, _ = open_protocol(side, compression=True, max_size=MiB)
+    [bomb] = deflate_fragments(b"\x00" * 10 * 10**6)
+    assert len(bomb) < 20_000
+    data = frame(side, BINARY, bomb, rsv1=True)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        [event] = protocol.receive_data(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if started:
+            tracemalloc.stop()
+    assert isinstance(event, Failed)
+    assert event.code == 1009
+    assert isinstance(event.error, PayloadTooBig)
+    assert sum(inflated) <= MiB + 1
+    assert peak - before < 4 * MiB
+
+
+def test_decompression_bomb_in_fragments_is_bounded_across_them(
+    side: str, inflated: list[int]
+) -> None:
+    """The inflation budget is per message, not per frame: many small compressed fragments
+    that each inflate under max_size still stop at max_size + 1 bytes in all."""
+    protocol, _ = open_protocol(side, compression=True, max_size=MiB)
+    parts = deflate_fragments(*[b"\x00" * 500_000] * 10)
+    data = frame(side, BINARY, parts[0], fin=False, rsv1=True)
+    data += b"".join(frame(side, CONTINUATION, part, fin=False) for part in parts[1:-1])
+    data += frame(side, CONTINUATION, parts[-1])
+    events = protocol.receive_data(data)
+    assert len(events) == 1
+    assert isinstance(events[0], Failed)
+    assert events[0].code == 1009
+    assert sum(inflated) <= MiB + 1
+
+
+def test_compressed_messages_are_unbounded_when_max_size_is_none(side: str) -> None:
+    """max_size=None inflates a compressed message of any size."""
+    protocol, _ = open_protocol(side, compression=True, max_size=None)
+    [payload] = deflate_fragments(b"\x00" * 3 * MiB)
+    assert protocol.receive_data(frame(side, BINARY, payload, rsv1=True)) == [
+        MessageReceived(b"\x00" * 3 * MiB)
+    ]
+
+
+def test_peer_without_context_takeover_is_decoded(side: str) -> None:
+    """A peer that resets its compressor after each message (no_context_takeover) decodes."""
+    peer_extension = (
+        PerMessageDeflate(server_no_context_takeover=True)
+        if side == "client"
+        else PerMessageDeflate(client_no_context_takeover=True)
+    )
+    protocol, peer = open_protocol(side, compression=True, peer_extension=peer_extension)
+    for _ in range(3):
+        data = peer.send(TextMessage(data="again " * 100))
+        assert protocol.receive_data(data) == [MessageReceived("again " * 100)]
+        out = protocol.send_message("back " * 100)
+        assert peer_events(peer, out) == [TextMessage(data="back " * 100)]
