@@ -1001,17 +1001,16 @@ async def test_exception_in_the_body_comes_out_as_itself_and_closes_with_1011() 
 
 
 async def test_exception_group_raised_in_the_body_comes_out_unwrapped() -> None:
-    """A group the user raises comes out as that group (trio may copy it), never nested in
-    a group of trio_ws's nursery."""
+    """A group the user raises comes out as that very group, never nested in a group of
+    trio_ws's nursery nor copied."""
     handler = EchoHandler()
-    leaves = (ValueError("a"), TypeError("b"))
+    group = ExceptionGroup("mine", [ValueError("a"), TypeError("b")])
     async with ws_server(handler) as port:
         with pytest.raises(ExceptionGroup) as info:
             async with trio_ws.connect(f"ws://127.0.0.1:{port}/"):
-                raise ExceptionGroup("mine", leaves)
+                raise group
         await handler.done.wait()
-    assert info.value.message == "mine"
-    assert info.value.exceptions == leaves
+    assert info.value is group
     assert handler.connection.close_code == 1011
 
 
@@ -1057,3 +1056,51 @@ async def test_iterating_ends_when_the_server_closes_normally() -> None:
         received = [message async for message in ws]
     assert received == ["one", "two", "three"]
     assert ws.close_code == 1000
+
+
+async def test_message_sent_with_the_101_is_received(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A frame in the same TCP segment as the 101 is delivered without waiting for more."""
+
+    async def eager(stream: trio.SocketStream) -> None:
+        request = await read_request(stream)
+        await stream.send_all(switching_protocols(request) + b"\x81\x05hello")
+        await _never_answer(stream)
+
+    async with tcp_server(eager) as port:
+        with trio.move_on_after(5):
+            async with trio_ws.connect(
+                f"ws://127.0.0.1:{port}/", compression=None, close_timeout=1
+            ) as ws:
+                message = await ws.recv()
+    assert message == "hello"
+
+
+async def test_response_has_every_header_the_server_sent() -> None:
+    """ws.response.headers is the whole 101: Upgrade, Connection, Sec-WebSocket-Accept and
+    Sec-WebSocket-Extensions included."""
+    async with ws_server(EchoHandler()) as port, trio_ws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        pass
+    headers = ws.response.headers
+    assert headers["Upgrade"].lower() == "websocket"
+    assert headers["Connection"].lower() == "upgrade"
+    assert "Sec-WebSocket-Accept" in headers
+    assert headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-A": "a\r\nX-Evil: 1"}, {"X A": "v"}, {"X-\u00e9": "v"}],
+    ids=["crlf-in-value", "space-in-name", "non-ascii-name"],
+)
+async def test_invalid_additional_headers_raise_value_error_before_connecting(
+    headers: dict[str, str],
+) -> None:
+    """A header that would break the request (or smuggle another) is a ValueError, raised
+    before any socket is opened."""
+    before = open_fds()
+    with pytest.raises(ValueError, match="cannot send these headers"):
+        async with trio_ws.connect("ws://127.0.0.1:9/", additional_headers=headers):
+            pass  # pragma: no cover
+    assert open_fds() == before

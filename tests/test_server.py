@@ -528,3 +528,67 @@ async def test_hard_stop_cancels_handlers_and_clients_still_get_1001(
     assert [type(exc) for exc in closed_with] == [ConnectionClosedOK] * 3
     assert [exc.code for exc in closed_with] == [1001] * 3
     assert open_fds() == fds
+
+
+def _masked_text_frame(text: str) -> bytes:
+    payload = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+async def test_frame_sent_with_the_request_is_handled_at_once() -> None:
+    """A frame in the same write as the upgrade request reaches the handler without waiting
+    for more bytes from the client."""
+    async with serving(echo) as (server, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        handshake = ClientHandshake(
+            parse_uri(uri(server)),
+            subprotocols=(),
+            compression=None,
+            max_size=None,
+            headers=Headers(),
+        )
+        await stream.send_all(handshake.request_bytes + _masked_text_frame("early"))
+        opened = None
+        received = b""
+        with trio.fail_after(10):
+            while opened is None:
+                received = await stream.receive_some(65536)
+                opened = handshake.receive_data(received)
+            events = []
+            while not events:
+                opened.ws.receive_data(await stream.receive_some(65536))
+                events = list(opened.ws.events())
+        await stream.aclose()
+    assert [getattr(event, "data", None) for event in events] == ["early"]
+
+
+async def test_clients_resetting_right_after_the_101_never_crash_serve() -> None:
+    """A client that reads the 101 and resets the connection at once (so the server's socket
+    has no peer address any more) costs the server nothing: it keeps serving."""
+    handled: list[ServerConnection] = []
+
+    async def record(ws: ServerConnection) -> None:
+        handled.append(ws)
+        await ws.wait_closed()
+
+    async with serving(echo_or(record)) as (server, _):
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setblocking(False)
+            handshake = ClientHandshake(
+                parse_uri(uri(server)),
+                subprotocols=(),
+                compression=None,
+                max_size=None,
+                headers=Headers(),
+            )
+            sock.sendall(handshake.request_bytes)
+            await trio.lowlevel.wait_readable(sock)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            await trio.testing.wait_all_tasks_blocked()
+        await assert_still_serving(server)
+    assert all(ws.close_code == 1006 for ws in handled)

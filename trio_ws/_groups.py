@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
 import trio
 
@@ -19,7 +20,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 
-def _reraise_unchanged(exc: BaseException) -> None:
+def reraise(exc: BaseException) -> NoReturn:
     """Raise ``exc`` as it was raised first: same traceback, cause and context."""
     cause, context, suppress = exc.__cause__, exc.__context__, exc.__suppress_context__
     try:
@@ -53,4 +54,4 @@ async def open_nursery() -> AsyncGenerator[trio.Nursery, None]:
         async with trio.open_nursery() as nursery:
             yield nursery
     except BaseExceptionGroup as group:
-        _reraise_unchanged(unwrap(group))
+        reraise(unwrap(group))

@@ -24,7 +24,7 @@ from wsproto.events import (
     Request as WSRequest,
 )
 from wsproto.extensions import Extension
-from wsproto.utilities import RemoteProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ._protocol import deflate_extension
 from ._uri import WebSocketURI
@@ -38,8 +38,8 @@ MAX_HEAD_SIZE = 16 * 1024
 MAX_REJECT_BODY = 64 * 1024
 
 
-def _own_headers(head: bytes) -> Headers:
-    """The headers of an HTTP head we wrote ourselves (so, well formed)."""
+def _head_headers(head: bytes) -> Headers:
+    """The headers of an HTTP head that we wrote or h11 has parsed (so, well formed)."""
     headers = Headers()
     for line in head.split(b"\r\n")[1:]:
         if not line:
@@ -84,8 +84,12 @@ class ClientHandshake:
             extensions=extensions,
             extra_headers=[(name.encode(), value.encode()) for name, value in headers],
         )
-        self.request_bytes = self._ws.send(request)
-        self._request = Request(uri.resource_name, _own_headers(self.request_bytes))
+        try:
+            self.request_bytes = self._ws.send(request)
+        except (h11.LocalProtocolError, LocalProtocolError) as exc:
+            raise ValueError(f"cannot send these headers: {exc}") from exc
+        self._request = Request(uri.resource_name, _head_headers(self.request_bytes))
+        self._received = bytearray()  # the response so far, for its headers once accepted
         self._rejection: Response | None = None
         self._body = bytearray()
 
@@ -96,6 +100,7 @@ class ClientHandshake:
             InvalidStatus: the server answered with a status other than 101.
             InvalidHandshake: the response broke RFC 6455 §4.2.2, or the head was too large.
         """
+        self._received += data
         try:
             self._ws.receive_data(bytes(data))
             for event in self._ws.events():
@@ -125,10 +130,11 @@ class ClientHandshake:
         raise InvalidStatus(Response(status, headers, bytes(self._body)))
 
     def _accepted(self, event: AcceptConnection) -> Opened:
-        headers = _decode_pairs(event.extra_headers)
-        if event.subprotocol is not None:
-            headers.add("Sec-WebSocket-Protocol", event.subprotocol)
-        return Opened(self._ws, self._request, Response(101, headers), event.subprotocol)
+        # wsproto keeps the handshake's own headers to itself; read them from the bytes.
+        head = bytes(self._received).partition(b"\r\n\r\n")[0]
+        self._received = bytearray()
+        response = Response(101, _head_headers(head))
+        return Opened(self._ws, self._request, response, event.subprotocol)
 
 
 class HandshakeRejected(Exception):
@@ -258,7 +264,7 @@ class ServerHandshake:
         if trailing:
             ws.receive_data(trailing)
         request = Request(event.target.decode("ascii", "replace"), _decode_pairs(event.headers))
-        return data, Opened(ws, request, Response(101, _own_headers(data)), subprotocol)
+        return data, Opened(ws, request, Response(101, _head_headers(data)), subprotocol)
 
     def reject(self, status_code: int, message: str) -> bytes:
         """The bytes of an HTTP error response with ``message`` as its body."""

@@ -23,7 +23,7 @@ import math
 import os
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -90,10 +90,13 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
-def _address(address: object) -> Address | None:
-    if isinstance(address, tuple):
-        return cast("Address", address)
-    return None
+def _address(read: Callable[[], object]) -> Address | None:
+    """A socket address, or None when the socket has none (a peer that reset it already)."""
+    try:
+        address = read()
+    except OSError:
+        return None
+    return cast("Address", address) if isinstance(address, tuple) else None
 
 
 class Connection:
@@ -132,8 +135,8 @@ class Connection:
         self._logger = logger
         self._id = uuid.uuid4()
         sock = _socket_of(stream)
-        self._local_address = _address(sock.getsockname()) if sock else None
-        self._remote_address = _address(sock.getpeername()) if sock else None
+        self._local_address = _address(sock.getsockname) if sock else None
+        self._remote_address = _address(sock.getpeername) if sock else None
 
         self._state = State.OPEN
         self._messages: deque[Data] = deque()
@@ -149,6 +152,7 @@ class Connection:
         self._close_sent: tuple[int, str] | None = None
         self._failure: tuple[int, str, BaseException | None] | None = None
         self._reader_scope = trio.CancelScope(shield=True)
+        self._keepalive_scope = trio.CancelScope()
         self._closed = trio.Event()
 
     # -- what you can ask ------------------------------------------------------------------
@@ -466,29 +470,36 @@ class Connection:
         """Run the background tasks around the body; close the connection when it exits.
 
         A body that returns closes with 1000, one that raises with 1011, one that is cancelled
-        with 1001 in a shielded step bounded by ``close_timeout``.
+        with 1001 in a shielded step bounded by ``close_timeout``. What the body raised comes
+        out as itself: it is held until the nursery has exited, since a nursery copies an
+        ExceptionGroup that goes through it, and re-raised even if that exit was cancelled.
         """
-        async with _groups.open_nursery() as nursery:
-            nursery.start_soon(self._read_loop)
-            if self._ping_interval is not None:
-                nursery.start_soon(self._keepalive_loop, self._ping_interval)
-            try:
-                yield self
-            except BaseException as exc:
-                code, reason = (
-                    (1011, "internal error")
-                    if isinstance(exc, Exception)
-                    else (1001, "going away")
-                )
-                with trio.CancelScope(shield=True):
-                    await self._close(code, reason)
-                raise
-            else:
-                await self._close(1000, "")
-            finally:
-                self._reader_scope.cancel()
-                nursery.cancel_scope.cancel()
-                await self._finish()
+        body_error: BaseException | None = None
+        try:
+            async with _groups.open_nursery() as nursery:
+                nursery.start_soon(self._read_loop)
+                if self._ping_interval is not None:
+                    nursery.start_soon(self._keepalive_loop, self._ping_interval)
+                try:
+                    yield self
+                except BaseException as exc:
+                    body_error = exc
+                    code, reason = (
+                        (1011, "internal error")
+                        if isinstance(exc, Exception)
+                        else (1001, "going away")
+                    )
+                    with trio.CancelScope(shield=True):
+                        await self._close(code, reason)
+                else:
+                    await self._close(1000, "")
+                finally:
+                    self._reader_scope.cancel()
+                    self._keepalive_scope.cancel()
+                    await self._finish()
+        finally:
+            if body_error is not None:
+                _groups.reraise(body_error)
 
     async def _read_loop(self) -> None:
         try:
@@ -501,6 +512,10 @@ class Connection:
             await self._finish()
 
     async def _read_until_closed(self) -> None:
+        # Frames that arrived in the same read as the handshake wait in wsproto's buffer.
+        for event in self._protocol.receive_data(b""):
+            if not await self._handle(event):
+                return
         while True:
             if len(self._messages) >= self._max_queue and self._state is State.OPEN:
                 await self._queue_has_room.park()
@@ -565,6 +580,10 @@ class Connection:
                 return
 
     async def _keepalive_loop(self, interval: float) -> None:
+        with self._keepalive_scope:
+            await self._keep_alive(interval)
+
+    async def _keep_alive(self, interval: float) -> None:
         while self._state is State.OPEN:
             await trio.sleep(interval)
             try:

@@ -109,9 +109,7 @@ class Response:
 
     Attributes:
         status_code: 101 when the server accepted the WebSocket connection.
-        headers: the headers the server sent. A client does not get those of a 101 that
-            wsproto checks itself (Connection, Upgrade, Sec-WebSocket-Accept and
-            Sec-WebSocket-Extensions).
+        headers: every header the server sent, in order.
         body: the response body, for a rejection (empty for 101).
     """
 
