@@ -30,10 +30,6 @@ extensions = [
 
 exclude_patterns = ["_build", "_inventories"]
 nitpicky = True
-nitpick_ignore = [
-    # trio_ws.connection's "how this works" names the private method that runs a session.
-    ("py:meth", "Connection._session"),
-]
 default_role = "py:obj"
 add_module_names = False
 

@@ -1,7 +1,7 @@
 """An open WebSocket connection over a trio stream: the same API on the client and the server.
 
 How this works: a :class:`Connection` owns its stream and two background tasks, which run in a
-nursery opened by :meth:`Connection._session` (inside ``connect()``'s context on the client,
+nursery opened by ``Connection._session()`` (inside ``connect()``'s context on the client,
 inside the server's per-connection task on the server):
 
 - the reader reads the stream, feeds the frame protocol, queues whole messages (and stops reading
