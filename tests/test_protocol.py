@@ -25,6 +25,7 @@ from wsproto.events import (
 from wsproto.events import Event as WSEvent
 from wsproto.extensions import Extension, PerMessageDeflate
 
+from trio_ws._deflate import BoundedDeflate
 from trio_ws._protocol import (
     CloseReceived,
     Event,
@@ -33,7 +34,6 @@ from trio_ws._protocol import (
     PingReceived,
     PongReceived,
     Protocol,
-    deflate_extension,
 )
 from trio_ws.exceptions import PayloadTooBig, ProtocolError
 
@@ -51,7 +51,7 @@ def open_protocol(
     """Our Protocol on ``side`` and the wsproto connection playing the peer, both open."""
     client = WSConnection(ConnectionType.CLIENT)
     server = WSConnection(ConnectionType.SERVER)
-    ours: list[Extension] = [deflate_extension(max_size)] if compression else []
+    ours: list[Extension] = [BoundedDeflate(max_size)] if compression else []
     peers: list[Extension] = []
     if compression:
         peers = [peer_extension or PerMessageDeflate()]

@@ -26,7 +26,7 @@ from wsproto.events import (
 from wsproto.extensions import Extension
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ._protocol import deflate_extension
+from ._deflate import BoundedDeflate
 from ._uri import WebSocketURI
 from .exceptions import InvalidHandshake, InvalidStatus
 from .http import Headers, Request, Response
@@ -76,7 +76,7 @@ class ClientHandshake:
         headers: Headers,
     ) -> None:
         self._ws = WSConnection(ConnectionType.CLIENT)
-        extensions = [deflate_extension(max_size)] if compression == "deflate" else []
+        extensions = [BoundedDeflate(max_size)] if compression == "deflate" else []
         request = WSRequest(
             host=uri.host_header,
             target=uri.resource_name,
@@ -253,7 +253,7 @@ class ServerHandshake:
         offered = list(ws_request.subprotocols)
         subprotocol = next((name for name in subprotocols if name in offered), None)
         extensions: list[Extension] = (
-            [deflate_extension(max_size)] if compression == "deflate" else []
+            [BoundedDeflate(max_size)] if compression == "deflate" else []
         )
         extra = [(name.encode(), value.encode()) for name, value in self._standard_headers()]
         extra += [(name.encode(), value.encode()) for name, value in headers]

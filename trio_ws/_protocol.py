@@ -1,16 +1,14 @@
 """WebSocket framing after the handshake: bytes in, events out. Never imports trio.
 
 How this works: wsproto parses frames and tracks the closing handshake. This module feeds it,
-joins the fragments it yields into whole messages, and enforces what wsproto leaves to its users:
-``max_size`` (checked while a message arrives, so an oversized one is never buffered whole) and a
-bounded permessage-deflate decoder (a small compressed frame cannot inflate past ``max_size``).
+joins the fragments it yields into whole messages, and enforces ``max_size``, which wsproto
+leaves to its users: checked while a message arrives, so an oversized one is never buffered
+whole (``_deflate`` bounds inflating the same way).
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from wsproto import WSConnection
 from wsproto.connection import ConnectionState
@@ -21,13 +19,8 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
 from .exceptions import PayloadTooBig, ProtocolError, WebSocketError
-
-if TYPE_CHECKING:
-    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
 
 __all__ = [
     "CloseReceived",
@@ -37,7 +30,6 @@ __all__ = [
     "PingReceived",
     "PongReceived",
     "Protocol",
-    "deflate_extension",
 ]
 
 
@@ -84,87 +76,6 @@ def _utf8_length(text: str) -> int:
 
 def _too_big(size: int, max_size: int) -> PayloadTooBig:
     return PayloadTooBig(f"message of over {size:,} bytes exceeds max_size={max_size:,}")
-
-
-class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate (RFC 7692) whose inbound side never inflates past ``max_size``.
-
-    wsproto's own inbound side inflates each frame without a limit, and loses track of a
-    fragmented compressed message when a control frame arrives between its fragments; this
-    replaces that side and keeps wsproto's negotiation and outbound compression.
-    """
-
-    def __init__(self, max_size: int | None) -> None:
-        super().__init__()
-        self._max_size = max_size
-        self._rx_inflater: zlib._Decompress | None = None  # pyright: ignore[reportPrivateUsage]
-        self._rx_control = False  # the frame being read is a control frame
-        self._rx_compressed: bool | None = None  # None between messages
-        self._rx_size = 0  # bytes inflated so far for the current message
-
-    def frame_inbound_header(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        payload_length: int,
-    ) -> CloseReason | RsvBits:
-        if opcode.iscontrol() or opcode is Opcode.CONTINUATION:
-            # RFC 7692 §6.1: RSV1 is set on the first frame of a message only.
-            if rsv.rsv1:
-                return CloseReason.PROTOCOL_ERROR
-            self._rx_control = opcode.iscontrol()
-            return RsvBits(False, False, False)
-        self._rx_control = False
-        self._rx_compressed = rsv.rsv1
-        self._rx_size = 0
-        if rsv.rsv1 and self._rx_inflater is None:
-            bits = self.server_max_window_bits if proto.client else self.client_max_window_bits
-            self._rx_inflater = zlib.decompressobj(-bits)
-        return RsvBits(True, False, False)
-
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        if self._rx_control or not self._rx_compressed:
-            return data
-        return self._inflate(data)
-
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | CloseReason | None:
-        if self._rx_control or not fin:
-            return None
-        compressed, self._rx_compressed = self._rx_compressed, None
-        if not compressed:
-            return None
-        result = self._inflate(b"\x00\x00\xff\xff")
-        no_context_takeover = (
-            self.server_no_context_takeover if proto.client else self.client_no_context_takeover
-        )
-        if no_context_takeover:
-            self._rx_inflater = None
-        return result
-
-    def _inflate(self, data: bytes) -> bytes | CloseReason:
-        assert self._rx_inflater is not None
-        try:
-            if self._max_size is None:
-                return self._rx_inflater.decompress(data)
-            # Inflate one byte past the budget at most: enough to know it is exceeded.
-            budget = self._max_size - self._rx_size + 1
-            output = self._rx_inflater.decompress(data, budget)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        self._rx_size += len(output)
-        if self._rx_size > self._max_size:
-            return CloseReason.MESSAGE_TOO_BIG
-        return output
-
-
-def deflate_extension(max_size: int | None) -> BoundedDeflate:
-    """The permessage-deflate extension to offer (client) or accept (server)."""
-    return BoundedDeflate(max_size)
 
 
 class Protocol:
