@@ -153,7 +153,8 @@ class ServerHandshake:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         self._server_header = server_header
         self._request: h11.Request | None = None
-        self._received = 0  # bytes fed so far, to measure the head
+        self._received = bytearray()  # the request so far: wsproto reads its head again
+        self._head = b""
 
     def receive_data(self, data: bytes | bytearray) -> Request | None:
         """Feed the client's bytes (b"" at EOF); return the request once its head is complete.
@@ -162,7 +163,7 @@ class ServerHandshake:
             HandshakeRejected: the request breaks RFC 6455 §4.2.1 or HTTP; send its response.
             InvalidHandshake: the client closed the connection before finishing its request.
         """
-        self._received += len(data)
+        self._received += data
         self._h11.receive_data(bytes(data))
         try:
             event = self._h11.next_event()
@@ -180,21 +181,21 @@ class ServerHandshake:
             raise InvalidHandshake("client closed the connection during the opening handshake")
         assert isinstance(event, h11.Request)
         # h11 bounds only a head still incomplete; one that arrives whole can be any size.
-        head_size = self._received - len(self._h11.trailing_data[0])
+        head_size = len(self._received) - len(self._h11.trailing_data[0])
         if head_size > MAX_HEAD_SIZE:
             raise self._head_too_large(head_size)
+        self._head, self._received = bytes(self._received[:head_size]), bytearray()
         self._request = event
-        self._check(event)
         headers = _decode_pairs(event.headers)
+        self._check(event, headers)
         return Request(event.target.decode("ascii", "replace"), headers)
 
-    def _check(self, event: h11.Request) -> None:
+    def _check(self, event: h11.Request, headers: Headers) -> None:
         """Enforce RFC 6455 §4.2.1, which wsproto checks only in part."""
         if event.method != b"GET":
             raise self._rejection(405, "a WebSocket handshake must use GET", [("Allow", "GET")])
         if event.http_version < b"1.1":
             raise self._rejection(400, "a WebSocket handshake needs HTTP/1.1 or later")
-        headers = _decode_pairs(event.headers)
         if "Host" not in headers:
             raise self._rejection(400, "missing Host header")
         upgrade = [
@@ -245,7 +246,7 @@ class ServerHandshake:
         event = self._request
         ws = WSConnection(ConnectionType.SERVER)
         try:
-            ws.initiate_upgrade_connection(list(event.headers), event.target)
+            ws.receive_data(self._head)  # the head only: wsproto drops what follows it
             ws_request = next(iter(ws.events()))
         except RemoteProtocolError as exc:  # pragma: no cover - _check catches these first
             raise self._rejection(400, str(exc)) from exc

@@ -27,6 +27,8 @@ _RECEIVE_SIZE = 16 * 1024
 class ClientConnection(Connection):
     """The client's side of a WebSocket connection; see :class:`~trio_ws.connection.Connection`."""
 
+    __slots__ = ()
+
 
 @asynccontextmanager
 async def connect(

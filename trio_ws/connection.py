@@ -109,6 +109,39 @@ class Connection:
     write; only one task may wait in ``recv`` at a time.
     """
 
+    __slots__ = (
+        "_close_rcvd",
+        "_close_sent",
+        "_close_timeout",
+        "_closed",
+        "_done_receiving",
+        "_failure",
+        "_frame_cut",
+        "_id",
+        "_is_client",
+        "_keepalive_scope",
+        "_latency",
+        "_local_address",
+        "_logger",
+        "_max_queue",
+        "_message_arrived",
+        "_messages",
+        "_ping_interval",
+        "_ping_timeout",
+        "_pings",
+        "_protocol",
+        "_queue_has_room",
+        "_reader_scope",
+        "_receiving",
+        "_remote_address",
+        "_request",
+        "_response",
+        "_send_lock",
+        "_state",
+        "_stream",
+        "_subprotocol",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -424,6 +457,9 @@ class Connection:
                 pending.done.set()
             self._pings.clear()
             self._logger.debug("connection %s closed: code %s", self._id, self.close_code)
+        if self._closed.is_set():
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         with trio.CancelScope(shield=True):  # bounded: aclose_forcefully never blocks
             await trio.aclose_forcefully(self._stream)
         self._closed.set()

@@ -50,6 +50,8 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 class ServerConnection(Connection):
     """The server's side of a WebSocket connection; see :class:`~trio_ws.connection.Connection`."""
 
+    __slots__ = ()
+
 
 #: What :func:`serve` runs for each connection.
 Handler = Callable[[ServerConnection], Awaitable[None]]
