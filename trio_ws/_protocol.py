@@ -183,6 +183,6 @@ class Protocol:
 
 
 def _close_reason_for(code: int) -> str:
-    if code == 1007:
-        return "invalid UTF-8 in text"
+    if code == 1007:  # RFC 6455 §7.4.1: data inconsistent with the message type
+        return "invalid payload data: not UTF-8, or corrupt compressed data"
     return "protocol error"
