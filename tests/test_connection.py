@@ -1208,3 +1208,17 @@ async def test_connection_describes_itself(side: str) -> None:
     assert this.subprotocol is None
     assert repr(this) == f"<{type(this).__name__} {this.id} OPEN>"
     assert isinstance(this, ClientConnection if side == "client" else ServerConnection)
+
+
+async def test_send_cancelled_before_it_starts_sends_nothing_and_stays_open(side: str) -> None:
+    """A send() whose scope is already cancelled raises Cancelled before writing a byte: the
+    connection stays open and the next message goes through whole."""
+    async with connection_pair() as pair:
+        this, other = pair_side(pair, side)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await this.send("never")
+        assert scope.cancelled_caught
+        assert this.state is State.OPEN
+        await this.send("after")
+        assert await other.recv() == "after"

@@ -268,10 +268,21 @@ class Connection:
         """
         if not isinstance(message, str | bytes | bytearray | memoryview):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
-        async with self._send_lock:
+        lock = self._send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            # The hot path: skip the lock's schedule point, the write has one. Cancellation is
+            # checked first, while nothing can be cut.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            lock.acquire_nowait()
+        try:
             if self._state is not State.OPEN or not self._protocol.can_send_data:
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 raise self._closed_error()
             await self._write(self._protocol.send_message(message))
+        finally:
+            lock.release()
 
     async def recv(self) -> Data:
         """Wait for the next message: str for text frames, bytes for binary.
@@ -289,14 +300,18 @@ class Connection:
             raise ConcurrencyError("another task is already waiting in recv()")
         self._receiving = True
         try:
+            parked = False
             while not self._messages:
                 if self._done_receiving:
                     await trio.lowlevel.checkpoint()
                     raise self._closed_error()
                 await self._message_arrived.park()
-            await trio.lowlevel.checkpoint()
+                parked = True
+            if not parked:  # waking from park() was this call's checkpoint
+                await trio.lowlevel.checkpoint()
             message = self._messages.popleft()
-            self._queue_has_room.unpark_all()
+            if self._queue_has_room:
+                self._queue_has_room.unpark_all()
             return message
         finally:
             self._receiving = False
@@ -573,7 +588,8 @@ class Connection:
         if isinstance(event, MessageReceived):
             if self._state is State.OPEN or len(self._messages) < self._max_queue:
                 self._messages.append(event.data)
-                self._message_arrived.unpark()
+                if self._message_arrived:
+                    self._message_arrived.unpark()
         elif isinstance(event, PingReceived):
             if self._protocol.can_send_data:
                 async with self._send_lock:
