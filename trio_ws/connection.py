@@ -33,7 +33,7 @@ import trio
 from . import _groups
 from ._protocol import (
     CloseReceived,
-    Event,
+    Failed,
     MessageReceived,
     PingReceived,
     PongReceived,
@@ -563,14 +563,15 @@ class Connection:
             await self._finish()
 
     async def _read_until_closed(self) -> None:
-        # Frames that arrived in the same read as the handshake wait in wsproto's buffer.
-        for event in self._protocol.receive_data(b""):
-            if not await self._handle(event):
-                return
+        data: bytes | bytearray = b""  # first, frames that came with the handshake
         while True:
-            if len(self._messages) >= self._max_queue and self._state is State.OPEN:
+            for event in self._protocol.receive_data(data):
+                if isinstance(event, MessageReceived):  # the hot path: no coroutine to await
+                    self._queue(event.data)
+                elif not await self._handle(event):
+                    return
+            while len(self._messages) >= self._max_queue and self._state is State.OPEN:
                 await self._queue_has_room.park()
-                continue
             try:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -579,18 +580,18 @@ class Connection:
             if not data:
                 self._stop_receiving()
                 return
-            for event in self._protocol.receive_data(data):
-                if not await self._handle(event):
-                    return
 
-    async def _handle(self, event: Event) -> bool:
-        """Act on one protocol event; return False when the reader should stop."""
-        if isinstance(event, MessageReceived):
-            if self._state is State.OPEN or len(self._messages) < self._max_queue:
-                self._messages.append(event.data)
-                if self._message_arrived:
-                    self._message_arrived.unpark()
-        elif isinstance(event, PingReceived):
+    def _queue(self, message: Data) -> None:
+        # Once closing, the reader reads on for the peer's close frame whatever the queue
+        # holds; messages beyond max_queue are dropped then.
+        if self._state is State.OPEN or len(self._messages) < self._max_queue:
+            self._messages.append(message)
+            if self._message_arrived:
+                self._message_arrived.unpark()
+
+    async def _handle(self, event: PingReceived | PongReceived | CloseReceived | Failed) -> bool:
+        """Act on one control or failure event; return False when the reader should stop."""
+        if isinstance(event, PingReceived):
             if self._protocol.can_send_data:
                 async with self._send_lock:
                     if self._protocol.can_send_data and self._state is not State.CLOSED:
