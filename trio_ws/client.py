@@ -106,22 +106,17 @@ async def connect(
     )
     deadline = trio.current_time() + (open_timeout if open_timeout is not None else float("inf"))
     stream, opened = await _open(parsed, handshake, ssl, deadline, open_timeout)
-    try:
-        # Reads the socket's addresses, which fails once the server has reset the connection.
-        ws = ClientConnection(
-            stream,
-            opened,
-            is_client=True,
-            close_timeout=close_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            max_size=max_size,
-            max_queue=max_queue,
-            logger=logger or logging.getLogger("trio_ws.client"),
-        )
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
+    ws = ClientConnection(
+        stream,
+        opened,
+        is_client=True,
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        logger=logger or logging.getLogger("trio_ws.client"),
+    )
     async with ws._session():  # pyright: ignore[reportPrivateUsage]
         yield ws
 
