@@ -18,8 +18,14 @@ def accept(offer: str) -> tuple[BoundedDeflate, str | None]:
 
 
 def test_client_offer_lets_the_server_choose_the_client_window() -> None:
-    """The client offers client_max_window_bits without a value (RFC 7692 §7.1.2.2)."""
-    assert BoundedDeflate(None).offer() == "client_max_window_bits"
+    """The client offers client_max_window_bits without a value (RFC 7692 §7.1.2.2), then the
+    same with client_no_context_takeover, for servers that require it (RFC 7692 §7.1.1.2)."""
+    extension = BoundedDeflate(None)
+    header = f"{extension.name}; {extension.offer()}"
+    assert header == (
+        "permessage-deflate; client_max_window_bits, "
+        "permessage-deflate; client_max_window_bits; client_no_context_takeover"
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ fragments, and gives each connection a 15-bit compression window with zlib's def
 - inflating: never more than ``max_size + 1`` bytes of a message, so a decompression bomb fails
   with 1009 after a bounded amount of work and memory; control frames are passed through.
 - negotiation: the client lets the server choose its window (``client_max_window_bits`` with no
-  value); the server asks for 12-bit windows both ways.
+  value) and offers to reset its compressor after each message if the server insists; the
+  server asks for 12-bit windows both ways.
 - deflating: a 12-bit window and memLevel 5 (about 40 KiB), whatever was negotiated: a sender
   may always use a smaller window than the receiver allows.
 """
@@ -32,6 +33,7 @@ __all__ = ["BoundedDeflate"]
 WINDOW_BITS = 12
 #: zlib's memLevel for our compressor (1-9; zlib's default is 8).
 MEM_LEVEL = 5
+_OFFER = "client_max_window_bits"
 _EMPTY_BLOCK = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: removed by the sender, restored here
 
 Params = dict[str, str | None]
@@ -81,8 +83,14 @@ class BoundedDeflate(PerMessageDeflate):
     # an 8-bit window is inflated with 9 bits (zlib's smallest for deflating too).
 
     def offer(self) -> str:
-        """The client's offer: the server may choose the window we compress with."""
-        return "client_max_window_bits"
+        """The client's offers, most preferred first (RFC 7692 §5.1).
+
+        The first lets the server choose the window we compress with. The second adds
+        ``client_no_context_takeover``, for a server that will only accept a client that resets
+        its compressor after each message. wsproto puts one offer per extension in the header,
+        after the extension's name, so the second offer repeats the name.
+        """
+        return f"{_OFFER}, {self.name}; {_OFFER}; client_no_context_takeover"
 
     def finalize(self, offer: str) -> None:
         """Take the server's answer to our offer, or fail the handshake if it is invalid."""
