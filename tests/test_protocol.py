@@ -30,6 +30,7 @@ from trio_ws._protocol import (
     CloseReceived,
     Event,
     Failed,
+    FragmentReceived,
     MessageReceived,
     PingReceived,
     PongReceived,
@@ -41,14 +42,41 @@ TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 MiB = 2**20
 
 
+class JoiningProtocol(Protocol):
+    """Our Protocol, with the pieces of each message joined into one event, as recv() does."""
+
+    def __init__(self, ws: WSConnection, *, max_size: int | None) -> None:
+        super().__init__(ws, max_size=max_size)
+        self.pieces: list[str | bytes] = []
+
+    def receive_data(self, data: bytes | bytearray) -> list[Event]:
+        events: list[Event] = []
+        for event in super().receive_data(data):
+            if not isinstance(event, FragmentReceived):
+                events.append(event)
+                continue
+            self.pieces.append(event.data)
+            if event.final:
+                pieces, self.pieces = self.pieces, []
+                if isinstance(pieces[0], str):
+                    events.append(MessageReceived("".join(pieces)))  # type: ignore[arg-type]
+                else:
+                    events.append(MessageReceived(b"".join(pieces)))  # type: ignore[arg-type]
+        return events
+
+
 def open_protocol(
     side: str,
     *,
     max_size: int | None = MiB,
     compression: bool = False,
     peer_extension: Extension | None = None,
+    joined: bool = True,
 ) -> tuple[Protocol, WSConnection]:
-    """Our Protocol on ``side`` and the wsproto connection playing the peer, both open."""
+    """Our Protocol on ``side`` and the wsproto connection playing the peer, both open.
+
+    With ``joined``, the pieces of a message that arrives in pieces come as one event.
+    """
     client = WSConnection(ConnectionType.CLIENT)
     server = WSConnection(ConnectionType.SERVER)
     ours: list[Extension] = [BoundedDeflate(max_size)] if compression else []
@@ -65,7 +93,8 @@ def open_protocol(
     assert isinstance(accepted, AcceptConnection)
     assert bool(accepted.extensions) is compression
     ws, peer = (client, server) if side == "client" else (server, client)
-    return Protocol(ws, max_size=max_size), peer
+    protocol_type = JoiningProtocol if joined else Protocol
+    return protocol_type(ws, max_size=max_size), peer
 
 
 def frame(

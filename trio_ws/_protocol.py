@@ -1,9 +1,10 @@
 """WebSocket framing after the handshake: bytes in, events out. Never imports trio.
 
 How this works: wsproto parses frames and tracks the closing handshake. This module feeds it,
-joins the fragments it yields into whole messages, and enforces ``max_size``, which wsproto
-leaves to its users: checked while a message arrives, so an oversized one is never buffered
-whole (``_deflate`` bounds inflating the same way).
+reports a message that arrives in one piece as a whole and one that arrives in pieces (frames,
+or parts of a frame split across reads) piece by piece, and enforces ``max_size``, which
+wsproto leaves to its users: checked while a message arrives, so an oversized one is never
+buffered whole (``_deflate`` bounds inflating the same way).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "CloseReceived",
     "Event",
     "Failed",
+    "FragmentReceived",
     "MessageReceived",
     "PingReceived",
     "PongReceived",
@@ -38,6 +40,17 @@ class MessageReceived:
     """A whole message: str for text, bytes for binary."""
 
     data: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentReceived:
+    """A piece of a message that arrives in pieces; ``final`` marks its last piece.
+
+    Pieces of a text message are whole code points: wsproto decodes UTF-8 incrementally.
+    """
+
+    data: str | bytes
+    final: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +80,7 @@ class Failed:
     error: WebSocketError
 
 
-Event = MessageReceived | PingReceived | PongReceived | CloseReceived | Failed
+Event = MessageReceived | FragmentReceived | PingReceived | PongReceived | CloseReceived | Failed
 
 
 def _utf8_length(text: str) -> int:
@@ -90,7 +103,7 @@ class Protocol:
     def __init__(self, ws: WSConnection, *, max_size: int | None) -> None:
         self._ws = ws
         self._max_size = max_size
-        self._fragments: list[str] | list[bytes] = []
+        self._in_message = False  # some pieces of the current message were reported
         self._size = 0
         self._failed = False
 
@@ -111,12 +124,11 @@ class Protocol:
         events: list[Event] = []
         for event in self._ws.events():
             if isinstance(event, TextMessage | BytesMessage):
-                message = self._add_fragment(event)
-                if isinstance(message, Failed):
-                    events.append(message)
-                    break
-                if message is not None:
-                    events.append(MessageReceived(message))
+                received = self._data_event(event)
+                if received is not None:
+                    events.append(received)
+                    if isinstance(received, Failed):
+                        break
             elif isinstance(event, Ping):
                 events.append(PingReceived(bytes(event.payload)))
             elif isinstance(event, Pong):
@@ -126,26 +138,26 @@ class Protocol:
                 break
         return events
 
-    def _add_fragment(self, event: TextMessage | BytesMessage) -> str | bytes | Failed | None:
+    def _data_event(
+        self, event: TextMessage | BytesMessage
+    ) -> MessageReceived | FragmentReceived | Failed | None:
         data = event.data if isinstance(event.data, str | bytes) else bytes(event.data)
         if self._max_size is not None:
             size = _utf8_length(data) if isinstance(data, str) else len(data)
             self._size += size
             if self._size > self._max_size:
                 self._failed = True
-                self._fragments = []
                 return Failed(1009, "message too big", _too_big(self._size, self._max_size))
-        if not event.message_finished:
-            self._fragments.append(data)  # type: ignore[arg-type]
-            return None
-        self._size = 0
-        if not self._fragments:
-            return data
-        fragments, self._fragments = self._fragments, []
-        fragments.append(data)  # type: ignore[arg-type]
-        if isinstance(data, str):
-            return "".join(fragments)  # type: ignore[arg-type]
-        return b"".join(fragments)  # type: ignore[arg-type]
+        if event.message_finished:
+            self._size = 0
+            if not self._in_message:
+                return MessageReceived(data)
+            self._in_message = False
+            return FragmentReceived(data, final=True)
+        if not data:
+            return None  # an empty frame, or a frame header without its payload yet
+        self._in_message = True
+        return FragmentReceived(data, final=False)
 
     def _close_event(self, event: CloseConnection) -> CloseReceived | Failed:
         # wsproto reports a frame it cannot parse as a CloseConnection too; only a real close
@@ -168,6 +180,12 @@ class Protocol:
         if isinstance(message, bytes | bytearray | memoryview):  # pyright: ignore[reportUnnecessaryIsInstance]
             return self._ws.send(BytesMessage(data=bytes(message)))
         raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
+
+    def send_fragment(self, fragment: str | bytes | bytearray | memoryview, final: bool) -> bytes:
+        """Frame one fragment of a message; the first one sets its type, ``final`` ends it."""
+        if isinstance(fragment, str):
+            return self._ws.send(TextMessage(data=fragment, message_finished=final))
+        return self._ws.send(BytesMessage(data=bytes(fragment), message_finished=final))
 
     def send_ping(self, payload: bytes) -> bytes:
         return self._ws.send(Ping(payload=payload))

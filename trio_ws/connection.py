@@ -22,8 +22,7 @@ import logging
 import math
 import os
 import uuid
-from collections import deque
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -31,9 +30,11 @@ from typing import TYPE_CHECKING, cast
 import trio
 
 from . import _groups
+from ._inbox import Inbox
 from ._protocol import (
     CloseReceived,
     Failed,
+    FragmentReceived,
     MessageReceived,
     PingReceived,
     PongReceived,
@@ -53,16 +54,21 @@ if TYPE_CHECKING:
     from ._handshake import Opened
     from .http import Request, Response
 
-__all__ = ["Address", "Connection", "Data", "LoggerLike", "State"]
+__all__ = ["Address", "BytesLike", "Connection", "Data", "LoggerLike", "State"]
 
 #: A message: str for a text frame, bytes for a binary one.
 Data = str | bytes
+#: What may be sent as binary data.
+BytesLike = bytes | bytearray | memoryview
+_Piece = BytesLike | str
 #: A socket address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6.
 Address = tuple[str, int] | tuple[str, int, int, int]
 #: What the ``logger`` option accepts.
 LoggerLike = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 _RECEIVE_SIZE = 64 * 1024
+# A write longer than this goes out in chunks of it, and each chunk counts as progress.
+_WRITE_CHUNK = 256 * 1024
 # RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012 and 1013. Not 1014:
 # wsproto, so every trio_ws peer, fails a close frame with it as a protocol error.
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1014)})
@@ -99,6 +105,19 @@ def _address(read: Callable[[], object]) -> Address | None:
     return cast("Address", address) if isinstance(address, tuple) else None
 
 
+def _check_piece(piece: object, first: object) -> None:
+    """Raise TypeError unless ``piece`` is str or bytes-like, of the same kind as ``first``."""
+    if isinstance(piece, str):
+        if isinstance(first, str):
+            return
+    elif isinstance(piece, bytes | bytearray | memoryview):
+        if not isinstance(first, str):
+            return
+    else:
+        raise TypeError(f"message pieces must be str or bytes-like, not {type(piece).__name__}")
+    raise TypeError("a fragmented message must be all str or all bytes-like pieces")
+
+
 class Connection:
     """A WebSocket connection that completed its opening handshake.
 
@@ -114,25 +133,21 @@ class Connection:
         "_close_sent",
         "_close_timeout",
         "_closed",
-        "_done_receiving",
         "_failure",
         "_frame_cut",
         "_id",
+        "_inbox",
         "_is_client",
         "_keepalive_scope",
         "_latency",
         "_local_address",
         "_logger",
-        "_max_queue",
-        "_message_arrived",
-        "_messages",
+        "_message_lock",
         "_ping_interval",
         "_ping_timeout",
         "_pings",
         "_protocol",
-        "_queue_has_room",
         "_reader_scope",
-        "_receiving",
         "_remote_address",
         "_request",
         "_response",
@@ -140,6 +155,7 @@ class Connection:
         "_state",
         "_stream",
         "_subprotocol",
+        "_writing_since",
     )
 
     def __init__(
@@ -164,7 +180,6 @@ class Connection:
         self._close_timeout = math.inf if close_timeout is None else close_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = math.inf if ping_timeout is None else ping_timeout
-        self._max_queue = math.inf if max_queue is None else max_queue
         self._logger = logger
         self._id = uuid.uuid4()
         sock = _socket_of(stream)
@@ -172,13 +187,11 @@ class Connection:
         self._remote_address = _address(sock.getpeername) if sock else None
 
         self._state = State.OPEN
-        self._messages: deque[Data] = deque()
-        self._message_arrived = trio.lowlevel.ParkingLot()
-        self._queue_has_room = trio.lowlevel.ParkingLot()
-        self._receiving = False
-        self._done_receiving = False
-        self._send_lock = trio.StrictFIFOLock()
+        self._inbox = Inbox(max_queue, self._closed_error)
+        self._message_lock = trio.StrictFIFOLock()  # one data message at a time
+        self._send_lock = trio.StrictFIFOLock()  # one frame at a time
         self._frame_cut = False  # a cancelled write may have cut a frame: no more writes
+        self._writing_since: float | None = None  # when the write in progress last progressed
         self._pings: dict[bytes, _PendingPing] = {}
         self._latency = 0.0
         self._close_rcvd: tuple[int, str] | None = None
@@ -252,37 +265,108 @@ class Connection:
 
     # -- messages --------------------------------------------------------------------------
 
-    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+    async def send(
+        self, message: BytesLike | str | Iterable[BytesLike | str] | AsyncIterable[BytesLike | str]
+    ) -> None:
         """Send one message: a text frame for str, a binary frame for bytes-like data.
+
+        An iterable or async iterable of str, or of bytes-like pieces, is sent as one
+        fragmented message, a frame per piece; pings and pongs may go out between its frames.
+        An iterable is read whole before anything is sent; an async iterable is sent piece by
+        piece as it yields, with an empty final frame after its last piece. An empty iterable
+        sends nothing.
 
         Blocks while the peer is not reading fast enough (TCP backpressure) and while another
         task is sending.
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
-            TypeError: ``message`` is neither str nor bytes-like.
+            TypeError: ``message`` is not str, bytes-like or an iterable of them, or it mixes
+                str and bytes-like pieces. An iterable is checked before anything is sent; an
+                async iterable that mixes them fails the connection with 1011, since its message
+                is cut short.
 
         Cancelling before the message starts to go out sends nothing. Cancelling while it is
         going out may leave half a frame on the wire, which nothing can follow: the connection
-        then fails with 1011 and its socket is closed.
+        then fails with 1011 and its socket is closed. A fragmented message cut short between
+        frames (cancelled, or its async iterable raised) fails the connection with 1011 too,
+        after a close frame bounded by ``close_timeout``.
         """
-        if not isinstance(message, str | bytes | bytearray | memoryview):  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
-        lock = self._send_lock
-        if lock.locked():
-            await lock.acquire()
-        else:
-            # The hot path: skip the lock's schedule point, the write has one. Cancellation is
-            # checked first, while nothing can be cut.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            lock.acquire_nowait()
+        if not isinstance(message, str | bytes | bytearray | memoryview):
+            await self._send_fragmented(message)
+            return
+        message = cast("_Piece", message)  # not a memoryview of pieces, as pyright fears
+        message_lock, lock = self._message_lock, self._send_lock
+        if message_lock.locked() or lock.locked():
+            async with message_lock, lock:
+                await self._send_frame(message, None)
+            return
+        # The hot path: skip the locks' schedule points, the write has one. Cancellation is
+        # checked first, while nothing can be cut.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        message_lock.acquire_nowait()
+        lock.acquire_nowait()
         try:
-            if self._state is not State.OPEN or not self._protocol.can_send_data:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                raise self._closed_error()
-            await self._write(self._protocol.send_message(message))
+            await self._send_frame(message, None)
         finally:
             lock.release()
+            message_lock.release()
+
+    async def _send_frame(self, data: _Piece, final: bool | None) -> None:
+        """Frame a whole message (``final`` None) or a piece of one, and write it.
+
+        The caller holds the send lock.
+        """
+        if self._state is not State.OPEN or not self._protocol.can_send_data:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise self._closed_error()
+        if final is None:
+            await self._write(self._protocol.send_message(data))
+        else:
+            await self._write(self._protocol.send_fragment(data, final))
+
+    async def _send_fragmented(
+        self, message: Iterable[BytesLike | str] | AsyncIterable[BytesLike | str]
+    ) -> None:
+        listed: list[_Piece] | None = None
+        if not isinstance(message, AsyncIterable):
+            if not isinstance(message, Iterable):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise TypeError(
+                    "message must be str, bytes-like, or an iterable or async iterable of them, "
+                    f"not {type(message).__name__}"
+                )
+            listed = list(message)
+            for piece in listed:
+                _check_piece(piece, listed[0])
+        lock = self._send_lock
+        async with self._message_lock:
+            started = ended = False
+            try:
+                if listed is not None:
+                    last = len(listed) - 1
+                    for index, piece in enumerate(listed):
+                        async with lock:
+                            await self._send_frame(piece, final=index == last)
+                        started = True
+                    ended = True
+                    return
+                first: _Piece | None = None
+                async for piece in cast("AsyncIterable[_Piece]", message):
+                    first = piece if first is None else first
+                    _check_piece(piece, first)
+                    async with lock:
+                        await self._send_frame(piece, final=False)
+                    started = True
+                if first is not None:
+                    async with lock:
+                        await self._send_frame("" if isinstance(first, str) else b"", final=True)
+                ended = True
+            except BaseException as exc:
+                if started and not ended and not isinstance(exc, ConnectionClosed):
+                    with trio.CancelScope(shield=True):  # bounded by close_timeout
+                        cause = exc if isinstance(exc, Exception) else None
+                        await self._fail(1011, "message cut short", cause)
+                raise
 
     async def recv(self) -> Data:
         """Wait for the next message: str for text frames, bytes for binary.
@@ -292,29 +376,30 @@ class Connection:
         Raises:
             ConnectionClosedOK: the connection closed with 1000, 1001 or no code.
             ConnectionClosedError: the connection failed or closed with another code.
-            ConcurrencyError: another task is already waiting in recv().
+            ConcurrencyError: another task is already waiting in recv() or recv_streaming().
 
         Cancelling is safe: nothing is consumed, the next call gets the message.
         """
-        if self._receiving:
-            raise ConcurrencyError("another task is already waiting in recv()")
-        self._receiving = True
-        try:
-            parked = False
-            while not self._messages:
-                if self._done_receiving:
-                    await trio.lowlevel.checkpoint()
-                    raise self._closed_error()
-                await self._message_arrived.park()
-                parked = True
-            if not parked:  # waking from park() was this call's checkpoint
-                await trio.lowlevel.checkpoint()
-            message = self._messages.popleft()
-            if self._queue_has_room:
-                self._queue_has_room.unpark_all()
-            return message
-        finally:
-            self._receiving = False
+        return await self._inbox.get()
+
+    def recv_streaming(self) -> AsyncIterator[Data]:
+        """Iterate over the next message piece by piece, as its frames arrive.
+
+        ``async for piece in ws.recv_streaming():`` yields str pieces for a text message,
+        bytes for a binary one, and ends with the message; a message that arrived whole comes
+        as one piece. Pieces of text are whole characters. While a message is being streamed,
+        the reader reads at most about 1 MiB ahead of you, whatever ``max_size`` says.
+
+        Stopping before the end of a message is allowed: the next ``recv()`` or
+        ``recv_streaming()`` discards the rest of it.
+
+        Raises (from the iteration):
+            ConnectionClosed: the connection closed before the message ended.
+            ConcurrencyError: another task is receiving at the same time.
+
+        Cancelling a step is safe: the piece it waited for is not lost.
+        """
+        return self._inbox.stream()
 
     def __aiter__(self) -> Self:
         return self
@@ -353,16 +438,23 @@ class Connection:
             payload = data.encode() if isinstance(data, str) else bytes(data)
         if len(payload) > 125:
             raise ValueError(f"ping data of {len(payload)} bytes exceeds the 125-byte limit")
-        pending = _PendingPing(trio.Event(), 0.0)
         async with self._send_lock:
-            if self._state is not State.OPEN or not self._protocol.can_send_data:
-                raise self._closed_error()
-            # Checked under the lock: a task waiting for it may hold the same data.
-            if payload in self._pings:
-                raise ConcurrencyError("a ping with the same data is already waiting for its pong")
-            pending.sent_at = trio.current_time()
-            self._pings[payload] = pending
-            await self._write(self._protocol.send_ping(payload))
+            pending = await self._send_ping(payload)
+        return await self._wait_for_pong(payload, pending)
+
+    async def _send_ping(self, payload: bytes, cut_reason: str | None = None) -> _PendingPing:
+        """Send a ping and note it, under the send lock; ``cut_reason`` as in ``_write``."""
+        if self._state is not State.OPEN or not self._protocol.can_send_data:
+            raise self._closed_error()
+        # Checked under the lock: a task waiting for it may hold the same data.
+        if payload in self._pings:
+            raise ConcurrencyError("a ping with the same data is already waiting for its pong")
+        pending = _PendingPing(trio.Event(), trio.current_time())
+        self._pings[payload] = pending
+        await self._write(self._protocol.send_ping(payload), cut_reason)
+        return pending
+
+    async def _wait_for_pong(self, payload: bytes, pending: _PendingPing) -> float:
         try:
             await pending.done.wait()
         finally:
@@ -435,7 +527,7 @@ class Connection:
             if self._state is State.OPEN:
                 self._state = State.CLOSING
             # The reader may be waiting for room in the queue: it must read the peer's answer.
-            self._queue_has_room.unpark_all()
+            self._inbox.start_closing()
             with suppress(ConnectionClosed):
                 await self._write(data)
 
@@ -454,8 +546,14 @@ class Connection:
         self._stop_receiving()
 
     def _stop_receiving(self) -> None:
-        self._done_receiving = True
-        self._message_arrived.unpark_all()
+        self._inbox.end()
+
+    async def _abort(self, code: int, reason: str) -> None:
+        """Fail the connection without a close frame, for a stream that cannot take one."""
+        self._record_failure(code, reason, None)
+        self._logger.debug("connection %s aborted: %d %s", self._id, code, reason)
+        self._reader_scope.cancel()
+        await self._finish()
 
     async def _finish(self) -> None:
         """Mark the connection closed and release its socket. Safe to call more than once.
@@ -467,7 +565,6 @@ class Connection:
         if self._state is not State.CLOSED:
             self._state = State.CLOSED
             self._stop_receiving()
-            self._queue_has_room.unpark_all()
             for pending in self._pings.values():
                 pending.done.set()
             self._pings.clear()
@@ -496,23 +593,39 @@ class Connection:
 
     # -- the wire --------------------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
-        """Write bytes under the send lock; map transport failures to ConnectionClosed."""
+    async def _write(self, data: bytes, cut_reason: str | None = None) -> None:
+        """Write bytes under the send lock; map transport failures to ConnectionClosed.
+
+        ``_writing_since`` tells the keepalive when the write last made progress (a large write
+        goes out in chunks). ``cut_reason`` is the failure's reason if cancellation cuts it.
+        """
         if self._frame_cut:
             # Checked here, not from the state: the reader may not have closed the stream yet.
             raise self._closed_error()
         try:
-            await self._stream.send_all(data)
+            self._writing_since = trio.current_time()
+            if len(data) <= _WRITE_CHUNK:
+                await self._stream.send_all(data)
+            else:
+                await self._write_in_chunks(data)
         except trio.Cancelled:
             # The frame may be cut: nothing may follow it on this stream.
             self._frame_cut = True
-            self._record_failure(1011, "send cancelled mid-frame", None)
+            self._record_failure(1011, cut_reason or "send cancelled mid-frame", None)
             self._reader_scope.cancel()
             raise
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._record_failure(1006, "connection lost", exc)
             self._reader_scope.cancel()
             raise self._closed_error() from exc
+        finally:
+            self._writing_since = None
+
+    async def _write_in_chunks(self, data: bytes) -> None:
+        with memoryview(data) as view:
+            for start in range(0, len(view), _WRITE_CHUNK):
+                await self._stream.send_all(view[start : start + _WRITE_CHUNK])
+                self._writing_since = trio.current_time()
 
     # -- background tasks ------------------------------------------------------------------
 
@@ -563,15 +676,18 @@ class Connection:
             await self._finish()
 
     async def _read_until_closed(self) -> None:
+        inbox = self._inbox
         data: bytes | bytearray = b""  # first, frames that came with the handshake
         while True:
             for event in self._protocol.receive_data(data):
                 if isinstance(event, MessageReceived):  # the hot path: no coroutine to await
-                    self._queue(event.data)
+                    inbox.put_message(event.data)
+                elif isinstance(event, FragmentReceived):
+                    inbox.put_piece(event.data, event.final)
                 elif not await self._handle(event):
                     return
-            while len(self._messages) >= self._max_queue and self._state is State.OPEN:
-                await self._queue_has_room.park()
+            while inbox.is_full():
+                await inbox.wait_for_room()
             try:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -580,14 +696,6 @@ class Connection:
             if not data:
                 self._stop_receiving()
                 return
-
-    def _queue(self, message: Data) -> None:
-        # Once closing, the reader reads on for the peer's close frame whatever the queue
-        # holds; messages beyond max_queue are dropped then.
-        if self._state is State.OPEN or len(self._messages) < self._max_queue:
-            self._messages.append(message)
-            if self._message_arrived:
-                self._message_arrived.unpark()
 
     async def _handle(self, event: PingReceived | PongReceived | CloseReceived | Failed) -> bool:
         """Act on one control or failure event; return False when the reader should stop."""
@@ -637,13 +745,45 @@ class Connection:
             await self._keep_alive(interval)
 
     async def _keep_alive(self, interval: float) -> None:
+        timeout = self._ping_timeout
+        stalled = f"no write progress for {timeout:g} s: the peer stopped reading"
         while self._state is State.OPEN:
             await trio.sleep(interval)
+            if not await self._lock_unless_stalled():
+                await self._abort(1011, stalled)
+                return
+            payload = os.urandom(4)
+            pending: _PendingPing | None = None
             try:
-                with trio.move_on_after(self._ping_timeout) as scope:
-                    await self.ping()
+                with trio.move_on_after(timeout):
+                    pending = await self._send_ping(payload, cut_reason=stalled)
             except ConnectionClosed:
                 return
+            finally:
+                self._send_lock.release()
+            if pending is None:  # the ping's own write stalled; the reader closes the stream
+                return
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    await self._wait_for_pong(payload, pending)
+                except ConnectionClosed:
+                    return
             if scope.cancelled_caught:
                 await self._fail(1011, "keepalive ping timeout", None)
                 return
+
+    async def _lock_unless_stalled(self) -> bool:
+        """Take the send lock, unless the write holding it makes no progress for ping_timeout.
+
+        A peer that stops reading leaves a write blocked, and this ping behind it, for ever;
+        its pong cannot tell, so the write's progress does.
+        """
+        timeout = self._ping_timeout
+        while True:
+            since = self._writing_since
+            with trio.move_on_at((trio.current_time() if since is None else since) + timeout):
+                await self._send_lock.acquire()
+                return True
+            since = self._writing_since
+            if since is not None and trio.current_time() - since >= timeout:
+                return False

@@ -57,6 +57,7 @@ _BUILTIN_EXCEPTIONS = [
 
 _COLLECTIONS_ABC = [
     "AsyncGenerator",
+    "AsyncIterable",
     "AsyncIterator",
     "Awaitable",
     "Callable",

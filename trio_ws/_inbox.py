@@ -1,0 +1,258 @@
+"""A connection's receive queue: what the reader received and the application has not taken.
+
+How this works: the connection's reader task puts what the protocol reports, a message that
+arrived whole as itself and one that arrives in pieces piece by piece. The application takes a
+whole message with :meth:`Inbox.get` (which joins pieces) or the pieces of one message, as they
+arrive, through a :class:`MessageStream`. Only one task takes at a time.
+
+Backpressure: after each read the reader asks :meth:`Inbox.is_full` and, while it says so,
+waits in :meth:`Inbox.wait_for_room` instead of reading the socket, so that TCP pushes back on
+the peer. The inbox is full while ``max_queue`` complete messages wait, or while the pieces of
+an unfinished message reach ``PIECES_HIGH_WATER`` and no get() waits for the rest of it (a
+stream takes pieces one by one; get() needs the whole message, bounded by ``max_size``).
+Once the connection is closing the reader reads on for the peer's close frame: messages that
+start while the queue is full are dropped then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from .exceptions import ConcurrencyError, ConnectionClosed
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["PIECES_HIGH_WATER", "Inbox", "MessageStream"]
+
+Data = str | bytes
+#: Bytes (or characters) of an unfinished message queued before the reader waits for a taker.
+PIECES_HIGH_WATER = 1024 * 1024
+
+
+class _Piece:
+    __slots__ = ("data", "final")
+
+    def __init__(self, data: Data, final: bool) -> None:
+        self.data = data
+        self.final = final
+
+
+class MessageStream:
+    """The pieces of one message, as they arrive: ``async for piece in ws.recv_streaming()``."""
+
+    __slots__ = ("abandoned", "done", "inbox", "started")
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.started = False  # it took a piece of a message that has more to come
+        self.done = False
+        self.abandoned = False  # a later taker discarded the rest of its message
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Data:
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        if self.abandoned:
+            raise ConcurrencyError("a later recv() discarded the rest of this message")
+        return await self.inbox.next_piece(self)
+
+
+class Inbox:
+    """The receive queue of one connection. See the module docstring."""
+
+    __slots__ = (
+        "_arrived",
+        "_closed_error",
+        "_closing",
+        "_complete",
+        "_dropping",
+        "_ended",
+        "_items",
+        "_max_queue",
+        "_mid_message",
+        "_piece_size",
+        "_room",
+        "_streamed",
+        "_taking",
+        "_whole_wanted",
+    )
+
+    def __init__(
+        self, max_queue: int | None, closed_error: Callable[[], ConnectionClosed]
+    ) -> None:
+        self._items: deque[Data | _Piece] = deque()
+        self._complete = 0  # whole messages in _items; a final piece completes one
+        self._piece_size = 0  # the length of the pieces in _items
+        self._max_queue = math.inf if max_queue is None else max_queue
+        self._closed_error = closed_error
+        self._arrived = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self._taking = False  # a task is in get() or next_piece()
+        self._whole_wanted = False  # get() waits for the rest of a message
+        self._mid_message = False  # the reader put pieces of a message whose end is to come
+        self._dropping = False  # the reader drops the pieces of the current message
+        self._streamed: MessageStream | None = None  # took part of a message, not its end
+        self._closing = False
+        self._ended = False
+
+    # -- the reader's side -----------------------------------------------------------------
+
+    def put_message(self, data: Data) -> None:
+        """Queue a message that arrived whole."""
+        if self._closing and self._complete >= self._max_queue:
+            return
+        self._items.append(data)
+        self._complete += 1
+        if self._arrived:
+            self._arrived.unpark()
+
+    def put_piece(self, data: Data, final: bool) -> None:
+        """Queue a piece of a message; ``final`` marks its last."""
+        if not self._mid_message:
+            self._dropping = self._closing and self._complete >= self._max_queue
+        self._mid_message = not final
+        if self._dropping:
+            return
+        self._items.append(_Piece(data, final))
+        self._piece_size += len(data)
+        if final:
+            self._complete += 1
+        if self._arrived:
+            self._arrived.unpark()
+
+    def is_full(self) -> bool:
+        """Whether the reader should stop reading until a taker makes room."""
+        if self._closing:
+            return False
+        return self._complete >= self._max_queue or (
+            self._piece_size >= PIECES_HIGH_WATER and not self._whole_wanted
+        )
+
+    async def wait_for_room(self) -> None:
+        """Wait until something was taken, or the connection started closing."""
+        await self._room.park()
+
+    def start_closing(self) -> None:
+        """From now on, never make the reader wait: it must read the peer's close frame."""
+        self._closing = True
+        self._room.unpark_all()
+
+    def end(self) -> None:
+        """No more messages will come: takers get the rest, then the closed error."""
+        self._ended = True
+        self._closing = True
+        self._arrived.unpark_all()
+        self._room.unpark_all()
+
+    # -- the application's side ------------------------------------------------------------
+
+    async def get(self) -> Data:
+        """Take the next whole message. See :meth:`Connection.recv`."""
+        if self._taking:
+            raise ConcurrencyError("another task is already receiving")
+        self._taking = True
+        try:
+            if self._streamed is not None:
+                self._drop_abandoned()
+            parked = False
+            while not self._complete:
+                if self._ended:
+                    await trio.lowlevel.checkpoint()
+                    raise self._closed_error()
+                if self._items and not self._whole_wanted:
+                    self._whole_wanted = True
+                    self._room.unpark_all()  # the reader may wait at the high-water mark
+                await self._arrived.park()
+                parked = True
+            if not parked:  # waking from park() was this call's checkpoint
+                await trio.lowlevel.checkpoint()
+            item = self._items.popleft()
+            if type(item) is _Piece:
+                item = self._join(item)
+            self._complete -= 1
+            if self._room:
+                self._room.unpark_all()
+            return item  # type: ignore[return-value]
+        finally:
+            self._whole_wanted = False
+            self._taking = False
+
+    def stream(self) -> MessageStream:
+        """An iterator over the pieces of the next message."""
+        return MessageStream(self)
+
+    async def next_piece(self, stream: MessageStream) -> Data:
+        """Take the next piece of ``stream``'s message. See :meth:`Connection.recv_streaming`."""
+        if self._taking:
+            raise ConcurrencyError("another task is already receiving")
+        self._taking = True
+        try:
+            if not stream.started and self._streamed is not None:
+                self._drop_abandoned()
+            parked = False
+            while not self._items:
+                if self._ended:
+                    await trio.lowlevel.checkpoint()
+                    raise self._closed_error()
+                await self._arrived.park()
+                parked = True
+            if not parked:
+                await trio.lowlevel.checkpoint()
+            item = self._items.popleft()
+            if self._room:
+                self._room.unpark_all()
+            if type(item) is not _Piece:
+                stream.done = True
+                self._complete -= 1
+                return item  # type: ignore[return-value]
+            self._piece_size -= len(item.data)
+            if not item.final:
+                stream.started = True
+                self._streamed = stream
+                return item.data
+            stream.done = True
+            self._streamed = None
+            self._complete -= 1
+            if stream.started and not item.data:
+                raise StopAsyncIteration  # an empty last frame ends the message, adds nothing
+            return item.data
+        finally:
+            self._taking = False
+
+    def _join(self, first: _Piece) -> Data:
+        pieces = [first.data]
+        final = first.final
+        while not final:
+            piece = self._items.popleft()
+            assert isinstance(piece, _Piece)
+            pieces.append(piece.data)
+            final = piece.final
+        self._piece_size -= sum(map(len, pieces))
+        if isinstance(first.data, str):
+            return "".join(pieces)  # type: ignore[arg-type]
+        return b"".join(pieces)  # type: ignore[arg-type]
+
+    def _drop_abandoned(self) -> None:
+        """Discard the rest of the message a stream left unfinished."""
+        assert self._streamed is not None
+        self._streamed.abandoned = True
+        self._streamed = None
+        while self._items:
+            piece = self._items.popleft()
+            assert isinstance(piece, _Piece)
+            self._piece_size -= len(piece.data)
+            if piece.final:
+                self._complete -= 1
+                self._room.unpark_all()
+                return
+        self._dropping = True  # the rest has yet to come: the reader drops it
+        self._room.unpark_all()
