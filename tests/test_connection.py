@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
+    BytesMessage,
     CloseConnection,
     Ping,
     Pong,
@@ -1222,3 +1223,219 @@ async def test_send_cancelled_before_it_starts_sends_nothing_and_stays_open(side
         assert this.state is State.OPEN
         await this.send("after")
         assert await other.recv() == "after"
+
+
+# -- fragmented messages, sent -------------------------------------------------------------
+
+
+async def test_send_iterable_sends_one_message_a_frame_per_piece(side: str) -> None:
+    """An iterable of str goes out as one text message in as many frames, FIN on the last;
+    bytes-like pieces as one binary message."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        await this.send(["ab", "ç", "d"])
+        await this.send([b"\x00", bytearray(b"\x01"), memoryview(b"\x02")])
+        frames = [await peer.receive() for _ in range(6)]
+        await peer.close()
+    assert [(type(f), f.data, f.message_finished) for f in frames] == [  # type: ignore[union-attr]
+        (TextMessage, "ab", False),
+        (TextMessage, "ç", False),
+        (TextMessage, "d", True),
+        (BytesMessage, b"\x00", False),
+        (BytesMessage, b"\x01", False),
+        (BytesMessage, b"\x02", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [["text", b"bytes"], [b"bytes", "text"], ["text", 42], [None], {"a": 1, 2: "b"}],
+    ids=["str-then-bytes", "bytes-then-str", "str-then-int", "none", "dict-with-int-key"],
+)
+async def test_send_iterable_with_bad_pieces_raises_type_error_before_sending(
+    side: str, message: Any
+) -> None:
+    """Mixed or non-data pieces raise TypeError before a byte is written; the connection
+    stays open."""
+    this, peer, tap, _, _ = with_tapped_peer(side)
+    async with this._session():
+        with pytest.raises(TypeError):
+            await this.send(message)
+        assert tap.writes == []
+        assert this.state is State.OPEN
+        await this.send("after")
+        assert await peer.receive() == TextMessage(data="after")
+        await peer.close()
+
+
+async def test_send_empty_iterable_sends_nothing(side: str) -> None:
+    """An iterable without pieces has no type to send: nothing goes out."""
+    this, peer, tap, _, _ = with_tapped_peer(side)
+    async with this._session():
+        await this.send([])
+        assert tap.writes == []
+        await peer.close()
+
+
+async def test_send_async_iterable_sends_each_piece_as_it_comes(side: str) -> None:
+    """An async iterable's pieces go out as they are produced, then an empty final frame;
+    the trio_ws peer receives the joined message."""
+    this, peer, _, _ = with_peer(side)
+    send_piece, pieces = trio.open_memory_channel[str](0)
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(this.send, pieces)
+        async with send_piece:
+            await send_piece.send("one ")
+            assert await peer.receive() == TextMessage(
+                data="one ", frame_finished=True, message_finished=False
+            )
+            await send_piece.send("two")
+            assert await peer.receive() == TextMessage(
+                data="two", frame_finished=True, message_finished=False
+            )
+        assert await peer.receive() == TextMessage(
+            data="", frame_finished=True, message_finished=True
+        )
+        await peer.close()
+
+
+async def test_fragmented_message_reaches_a_trio_ws_peer_whole_with_compression(
+    side: str,
+) -> None:
+    """With permessage-deflate, the pieces of one message compress as one and arrive joined."""
+    async with connection_pair(compression="deflate") as pair:
+        this, other = pair_side(pair, side)
+        await this.send(["abc" * 100] * 5)
+        await this.send([b"\x00" * 1000, b"\x01" * 1000])
+        assert await other.recv() == "abc" * 500
+        assert await other.recv() == b"\x00" * 1000 + b"\x01" * 1000
+
+
+async def test_pings_and_pongs_go_out_between_the_frames_of_a_message(side: str) -> None:
+    """While an async iterable makes the next piece, ping() completes and the reader answers
+    the peer's ping: control frames interleave with a fragmented message."""
+    async with connection_pair() as pair:
+        this, other = pair_side(pair, side)
+        send_piece, pieces = trio.open_memory_channel[bytes](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(this.send, pieces)
+            async with send_piece:
+                await send_piece.send(b"first")
+                await this.ping(b"ours")
+                await other.ping(b"theirs")
+                await send_piece.send(b"second")
+        assert await other.recv() == b"firstsecond"
+
+
+async def test_whole_message_waits_for_a_fragmented_message_in_progress(side: str) -> None:
+    """A send() that starts while a fragmented message is going out goes after all of it."""
+    async with connection_pair() as pair:
+        this, other = pair_side(pair, side)
+        send_piece, pieces = trio.open_memory_channel[str](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(this.send, pieces)
+            async with send_piece:
+                await send_piece.send("a")
+                nursery.start_soon(this.send, "whole")
+                await wait_all_tasks_blocked()
+                await send_piece.send("b")
+        assert [await other.recv(), await other.recv()] == ["ab", "whole"]
+
+
+async def _mixed_pieces() -> AsyncIterator[str | bytes]:
+    yield "text"
+    yield b"bytes"
+
+
+async def test_async_iterable_that_mixes_types_fails_the_connection_with_1011(side: str) -> None:
+    """A bytes piece after a str one raises TypeError; the message is cut short, so the
+    connection fails with 1011 and the peer gets the close frame after the first piece."""
+    this, peer, _, _ = with_peer(side)
+    async with this._session():
+        with pytest.raises(TypeError):
+            await this.send(_mixed_pieces())
+        assert this.state is State.CLOSED
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert (info.value.code, info.value.reason) == (1011, "message cut short")
+        events = await peer.receive_until_eof()
+    assert events == [
+        TextMessage(data="text", frame_finished=True, message_finished=False),
+        CloseConnection(code=1011, reason="message cut short"),
+    ]
+
+
+async def test_send_cancelled_between_pieces_fails_the_connection_with_1011(side: str) -> None:
+    """Cancelled while waiting for its next piece, send() leaves a message that cannot be
+    finished: the connection fails with 1011, with a close frame."""
+    async with connection_pair() as pair:
+        this, other = pair_side(pair, side)
+        send_piece, pieces = trio.open_memory_channel[str](0)
+        async with send_piece, trio.open_nursery() as nursery:
+            nursery.start_soon(this.send, pieces)
+            await send_piece.send("started")
+            await wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        await this.wait_closed()
+        with pytest.raises(ConnectionClosedError) as info:
+            await other.recv()
+        assert (info.value.code, info.value.reason) == (1011, "message cut short")
+
+
+# -- writes that make no progress ----------------------------------------------------------
+
+
+def with_lockstep_peer(side: str, **options: Any) -> tuple[Connection, Peer]:
+    """Our connection and a hand-driven peer over a lockstep stream: a write blocks until
+    the peer reads it all."""
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    client_ws, server_ws = open_wsproto()
+    ws, peer_ws = (client_ws, server_ws) if side == "client" else (server_ws, client_ws)
+    return new_connection(side, ours, ws, **options), Peer(theirs, peer_ws)
+
+
+@pytest.mark.parametrize("started", [0.0, 4.0])
+async def test_write_without_progress_for_ping_timeout_fails_the_connection(
+    side: str, started: float, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that stops reading leaves our send() blocked; the keepalive ping queued behind
+    it fails the connection with 1011 once the write has made no progress for ping_timeout
+    (at the first ping after that), and the blocked send() raises that error."""
+    this, _peer = with_lockstep_peer(side, ping_interval=5, ping_timeout=3)
+    async with this._session():
+        await trio.sleep(started)
+        with pytest.raises(ConnectionClosedError) as info, trio.fail_after(60):
+            await this.send("never read")
+        assert trio.current_time() == max(5.0, started + 3.0)
+        reason = "no write progress for 3 s: the peer stopped reading"
+        assert (info.value.code, info.value.reason) == (1011, reason)
+        assert this.state is State.CLOSED
+
+
+async def test_slow_write_that_makes_progress_is_not_failed(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A 1 MiB message to a peer that reads 128 KiB a second takes 8 s, longer than
+    ping_timeout, but each 256 KiB chunk goes within it: the connection stays open, and the
+    keepalive ping goes out after the message."""
+    this, peer = with_lockstep_peer(side, ping_interval=1, ping_timeout=3, max_size=None)
+    received: list[WSEvent] = []
+
+    async def read_slowly() -> None:
+        size = 0
+        while size < 2**20:
+            await trio.sleep(1)
+            data = await peer.stream.receive_some(128 * 1024)
+            size += len(data)
+            peer.ws.receive_data(bytes(data))
+            received.extend(peer.ws.events())
+        while not isinstance(event := await peer.receive(), Ping):
+            received.append(event)
+        await peer.send(event.response())
+
+    async with this._session(), trio.open_nursery() as nursery:
+        nursery.start_soon(read_slowly)
+        await this.send(b"x" * 2**20)
+        await wait_all_tasks_blocked()
+        assert this.state is State.OPEN
+    assert b"".join(e.data for e in received if isinstance(e, BytesMessage)) == b"x" * 2**20
