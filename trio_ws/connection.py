@@ -4,15 +4,20 @@ How this works: a :class:`Connection` owns its stream and two background tasks, 
 nursery opened by ``Connection._session()`` (inside ``connect()``'s context on the client,
 inside the server's per-connection task on the server):
 
-- the reader reads the stream, feeds the frame protocol, queues whole messages (and stops reading
-  while ``max_queue`` of them wait, so that TCP pushes back), answers pings, settles pongs and
-  plays its part in the closing handshake. It runs in a shielded cancel scope of its own so that
-  a cancelled body can still finish the closing handshake; the session cancels it on exit. It
-  alone marks the connection CLOSED and closes the stream, unless a close times out.
+- the reader reads the stream, feeds the frame protocol, puts messages and pieces of messages
+  in the inbox (``_inbox.py``, which makes it stop reading when full, so that TCP pushes back),
+  answers pings, settles pongs and plays its part in the closing handshake. It runs in a
+  shielded cancel scope of its own so that a cancelled body can still finish the closing
+  handshake; the session cancels it on exit. It alone marks the connection CLOSED and closes
+  the stream, unless a close times out or a write stalls.
 - the keepalive task pings every ``ping_interval`` seconds and fails the connection with 1011
-  when no pong comes within ``ping_timeout``.
+  when no pong comes within ``ping_timeout``, or when the write its ping waits behind makes no
+  progress for that long.
 
-User tasks send under a lock, so frames never interleave, and receive from the message queue.
+Two locks order the writes: the send lock, held for each frame, so frames never interleave; the
+message lock, held by ``send()`` for a whole message, so that the frames of a fragmented
+message are not mixed with another message's (pings, pongs and the close frame may go between
+them). User tasks receive from the inbox.
 """
 
 from __future__ import annotations
@@ -431,9 +436,7 @@ class Connection:
         Cancelling stops the wait; a pong that comes later is ignored.
         """
         if data is None:
-            payload = os.urandom(4)
-            while payload in self._pings:  # pragma: no cover - 1 in 4 billion
-                payload = os.urandom(4)
+            payload = self._new_ping_payload()
         else:
             payload = data.encode() if isinstance(data, str) else bytes(data)
         if len(payload) > 125:
@@ -441,6 +444,12 @@ class Connection:
         async with self._send_lock:
             pending = await self._send_ping(payload)
         return await self._wait_for_pong(payload, pending)
+
+    def _new_ping_payload(self) -> bytes:
+        payload = os.urandom(4)
+        while payload in self._pings:  # pragma: no cover - 1 in 4 billion
+            payload = os.urandom(4)
+        return payload
 
     async def _send_ping(self, payload: bytes, cut_reason: str | None = None) -> _PendingPing:
         """Send a ping and note it, under the send lock; ``cut_reason`` as in ``_write``."""
@@ -752,7 +761,7 @@ class Connection:
             if not await self._lock_unless_stalled():
                 await self._abort(1011, stalled)
                 return
-            payload = os.urandom(4)
+            payload = self._new_ping_payload()
             pending: _PendingPing | None = None
             try:
                 with trio.move_on_after(timeout):
