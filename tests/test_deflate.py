@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import tracemalloc
 import zlib
 
@@ -178,3 +179,66 @@ def test_compressor_costs_under_64_kib() -> None:
     finally:
         tracemalloc.stop()
     assert current < 64 * 1024
+
+
+def inflate_within(payload: bytes, bits: int) -> bytes:
+    """Inflate one message's payload with a fresh ``bits``-bit window, 64 bytes per call, so
+    that zlib checks every back-reference against the window (it does not within one call)."""
+    inflater = zlib.decompressobj(-bits)
+    data, output = payload + b"\x00\x00\xff\xff", b""
+    while data:
+        output += inflater.decompress(data, 64)
+        data = inflater.unconsumed_tail
+    return output
+
+
+def negotiated(client: bool, answer: str) -> BoundedDeflate:
+    """Our extension on the client (taking ``answer``) or the server (accepting it as an offer)."""
+    if client:
+        extension = BoundedDeflate(None)
+        extension.finalize(answer)
+        return extension
+    extension, result = accept(answer)
+    assert result is not None
+    return extension
+
+
+@pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+@pytest.mark.parametrize("takeover", [True, False], ids=["context-takeover", "no-takeover"])
+def test_no_context_takeover_resets_our_compressor_after_each_message(
+    client: bool, takeover: bool
+) -> None:
+    """With {client,server}_no_context_takeover negotiated for our side, each message is
+    compressed on its own: the same message twice gives the same payload, which a fresh
+    inflater decodes. Without it, the second refers back to the first and is much smaller."""
+    name = "client_no_context_takeover" if client else "server_no_context_takeover"
+    extension = negotiated(
+        client, "permessage-deflate" if takeover else f"permessage-deflate; {name}"
+    )
+    message = random.Random(0).randbytes(1000)
+    [(_, first), (_, second)] = [_deflate_one(extension, client, message) for _ in range(2)]
+    assert inflate_within(first, 15) == message
+    if takeover:
+        assert len(second) < len(first) // 10
+        with pytest.raises(zlib.error, match="too far back"):
+            inflate_within(second, 15)
+    else:
+        assert second == first
+
+
+@pytest.mark.parametrize(
+    ("client", "answer"),
+    [
+        (True, "permessage-deflate; client_max_window_bits=9"),
+        (False, "permessage-deflate; server_max_window_bits=9"),
+    ],
+    ids=["client", "server"],
+)
+def test_compressor_keeps_to_a_window_smaller_than_12_bits(client: bool, answer: str) -> None:
+    """A peer that asked for a 9-bit window gets output a 9-bit inflater decodes, even for
+    data repeating at a distance of 2 KiB that a 12-bit window would refer back to."""
+    extension = negotiated(client, answer)
+    block = random.Random(1).randbytes(2048)
+    rsv, payload = _deflate_one(extension, client, block * 2)
+    assert rsv.rsv1
+    assert inflate_within(payload, 9) == block * 2

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
+import zlib
 from typing import NamedTuple
 
 import pytest
-from wsproto.events import TextMessage
+from wsproto.events import BytesMessage, TextMessage
 
 from trio_ws._handshake import (
     MAX_HEAD_SIZE,
@@ -552,3 +554,165 @@ def test_client_non_http_response_raises_invalid_handshake() -> None:
         client.receive_data(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
 
     assert type(caught.value) is InvalidHandshake
+
+
+# -- permessage-deflate negotiation --------------------------------------------------------------
+
+CLIENT_DEFLATE_OFFER = (
+    "permessage-deflate; client_max_window_bits, "
+    "permessage-deflate; client_max_window_bits; client_no_context_takeover"
+)
+
+
+def deflate_client(compression: str | None = "deflate") -> ClientHandshake:
+    return ClientHandshake(
+        parse_uri("ws://example.com/chat"),
+        subprotocols=(),
+        compression=compression,
+        max_size=None,
+        headers=Headers(),
+    )
+
+
+def frame_payload(data: bytes) -> tuple[bool, bytes]:
+    """(RSV1, payload) of the one whole frame in ``data``, unmasked if it is masked."""
+    rsv1, masked, length = bool(data[0] & 0x40), bool(data[1] & 0x80), data[1] & 0x7F
+    start = 2
+    if length >= 126:
+        size = 2 if length == 126 else 8
+        length, start = int.from_bytes(data[2 : 2 + size], "big"), 2 + size
+    if masked:
+        mask, start = data[start : start + 4], start + 4
+        payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(data[start:]))
+    else:
+        payload = data[start:]
+    assert len(payload) == length
+    return rsv1, payload
+
+
+def inflate_within(payload: bytes, bits: int) -> bytes:
+    """Inflate one message with a fresh ``bits``-bit window, 64 bytes per call, so that zlib
+    checks every back-reference against the window (it does not within one call)."""
+    inflater = zlib.decompressobj(-bits)
+    data, output = payload + b"\x00\x00\xff\xff", b""
+    while data:
+        output += inflater.decompress(data, 64)
+        data = inflater.unconsumed_tail
+    return output
+
+
+@pytest.mark.parametrize(
+    ("compression", "offer"), [("deflate", CLIENT_DEFLATE_OFFER), (None, None)]
+)
+def test_client_offers_permessage_deflate_only_with_compression_deflate(
+    compression: str | None, offer: str | None
+) -> None:
+    """compression="deflate" offers permessage-deflate twice, the second time with
+    client_no_context_takeover for servers that insist on it; compression=None offers nothing."""
+    request = ServerHandshake(server_header=None).receive_data(
+        deflate_client(compression).request_bytes
+    )
+
+    assert request is not None
+    assert request.headers.get_all("Sec-WebSocket-Extensions") == ([offer] if offer else [])
+
+
+def test_default_offer_and_answer_compress_both_ways() -> None:
+    """Both sides with compression="deflate": the server takes the client's first offer with
+    12-bit windows both ways, and each side's messages go out compressed and come in whole."""
+    client = deflate_client()
+    server = ServerHandshake(server_header=None)
+    assert server.receive_data(client.request_bytes) is not None
+    response, server_opened = server.accept(
+        subprotocols=(), compression="deflate", max_size=None, headers=Headers()
+    )
+    client_opened = client.receive_data(response)
+
+    assert client_opened is not None
+    answer = "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+    assert client_opened.response.headers.get_all("Sec-WebSocket-Extensions") == [answer]
+    text = "compress me " * 100
+    for sender, receiver in ((client_opened, server_opened), (server_opened, client_opened)):
+        data = sender.ws.send(TextMessage(data=text))
+        rsv1, payload = frame_payload(data)
+        assert rsv1
+        assert len(payload) < 50
+        receiver.ws.receive_data(data)
+        assert list(receiver.ws.events()) == [TextMessage(data=text)]
+
+
+@pytest.mark.parametrize(
+    ("offers", "answer"),
+    [
+        (["permessage-deflate"], "server_max_window_bits=12"),
+        (["permessage-deflate; server_max_window_bits=10"], "server_max_window_bits=10"),
+        (
+            ["permessage-deflate; client_max_window_bits=9; server_max_window_bits=15"],
+            "server_max_window_bits=12; client_max_window_bits=9",
+        ),
+        (
+            ["permessage-deflate; server_no_context_takeover"],
+            "server_no_context_takeover; server_max_window_bits=12",
+        ),
+        (
+            ["permessage-deflate; client_no_context_takeover; client_max_window_bits"],
+            "client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=12",
+        ),
+        (
+            ["permessage-deflate; server_max_window_bits=8, permessage-deflate"],
+            "server_max_window_bits=12",
+        ),
+        (
+            ["x-webkit-deflate-frame", "permessage-deflate; client_max_window_bits=10"],
+            "server_max_window_bits=12; client_max_window_bits=10",
+        ),
+        (["permessage-deflate; mystery_parameter"], None),
+        (["x-webkit-deflate-frame"], None),
+    ],
+    ids=[
+        "bare",
+        "server-window",
+        "both-windows",
+        "server-no-context-takeover",
+        "client-no-context-takeover",
+        "first-offer-declined-second-taken",
+        "other-extension-on-another-line",
+        "unknown-parameter",
+        "no-permessage-deflate",
+    ],
+)
+def test_server_answers_deflate_offers_crafted_by_hand(
+    offers: list[str], answer: str | None
+) -> None:
+    """The server's Sec-WebSocket-Extensions answers the first acceptable offer, over any
+    number of header lines, keeping each window to what the client allows and at most 12 bits;
+    with nothing acceptable it sends no header at all."""
+    headers = (*VALID_HEADERS, *(("Sec-WebSocket-Extensions", offer) for offer in offers))
+
+    _, response, _ = accept(build_request(headers), compression="deflate")
+
+    assert response.headers.get_all("Sec-WebSocket-Extensions") == (
+        [f"permessage-deflate; {answer}"] if answer else []
+    )
+
+
+def test_negotiated_window_and_no_context_takeover_are_what_our_side_compresses_with(
+    side: str,
+) -> None:
+    """Parameters a peer asks for by hand, 9-bit windows and no context takeover for our side,
+    are the ones used: each message, even data repeating 2 KiB apart, inflates on its own
+    within a 9-bit window."""
+    params = f"{side}_max_window_bits=9; {side}_no_context_takeover"
+    if side == "client":
+        client = deflate_client()
+        extensions = f"Sec-WebSocket-Extensions: permessage-deflate; {params}"
+        opened = client.receive_data(switching_protocols(key_of(client), extensions))
+        assert opened is not None
+    else:
+        offer = ("Sec-WebSocket-Extensions", f"permessage-deflate; {params}")
+        _, _, opened = accept(build_request((*VALID_HEADERS, offer)), compression="deflate")
+    message = random.Random(1).randbytes(2048) * 2
+    for _ in range(2):
+        rsv1, payload = frame_payload(opened.ws.send(BytesMessage(data=message)))
+        assert rsv1
+        assert inflate_within(payload, 9) == message

@@ -308,6 +308,65 @@ def test_invalid_utf8_in_text_fails_with_1007(
     assert isinstance(event.error, ProtocolError)
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        lambda side: frame(side, TEXT, b"ok\xff", fin=False),
+        lambda side: (
+            frame(side, TEXT, b"ok", fin=False) + frame(side, CONTINUATION, b"\xc3\x28", fin=False)
+        ),
+        lambda side: frame(side, TEXT, b"\xff" + b"a" * 100_000)[:1000],
+    ],
+    ids=["first-fragment", "middle-fragment", "start-of-an-unfinished-frame"],
+)
+def test_invalid_utf8_fails_before_the_message_ends(
+    side: str, first: Callable[[str], bytes]
+) -> None:
+    """UTF-8 is checked as text arrives: the first bad byte fails with 1007 at once, without
+    waiting for the final fragment, nor even for the end of the frame that holds it."""
+    protocol, _ = open_protocol(side)
+    [event] = protocol.receive_data(first(side))
+    assert isinstance(event, Failed)
+    assert event.code == 1007
+    assert protocol.receive_data(frame(side, CONTINUATION, b"end")) == []
+
+
+def test_code_point_split_across_three_fragments_is_decoded(side: str) -> None:
+    """A 4-byte character cut over three fragments is valid: nothing fails on the way."""
+    protocol, _ = open_protocol(side)
+    assert protocol.receive_data(frame(side, TEXT, b"a\xf0", fin=False)) == []
+    assert protocol.receive_data(frame(side, CONTINUATION, b"\x9f\x98", fin=False)) == []
+    assert protocol.receive_data(frame(side, CONTINUATION, b"\x80b")) == [
+        MessageReceived("a\U0001f600b")
+    ]
+
+
+def test_code_point_truncated_at_the_end_of_a_fragmented_message_fails_with_1007(
+    side: str,
+) -> None:
+    """A character still incomplete when the final fragment ends is invalid; until then it
+    could be completed, so the fragments before pass."""
+    protocol, _ = open_protocol(side)
+    assert protocol.receive_data(frame(side, TEXT, b"a\xf0\x9f", fin=False)) == []
+    assert protocol.receive_data(frame(side, CONTINUATION, b"\x98", fin=False)) == []
+    [event] = protocol.receive_data(frame(side, CONTINUATION, b""))
+    assert isinstance(event, Failed)
+    assert event.code == 1007
+
+
+def test_invalid_utf8_in_compressed_text_fails_on_its_first_fragment(side: str) -> None:
+    """With permessage-deflate, UTF-8 is checked on the inflated text, fragment by fragment:
+    a character split between compressed fragments passes, a bad byte fails at once."""
+    protocol, _ = open_protocol(side, compression=True)
+    first, second = deflate_fragments(b"caf\xc3", b"\xa9")
+    data = frame(side, TEXT, first, fin=False, rsv1=True) + frame(side, CONTINUATION, second)
+    assert protocol.receive_data(data) == [MessageReceived("café")]
+    first, _ = deflate_fragments(b"ok\xff", b"never sent")
+    [event] = protocol.receive_data(frame(side, TEXT, first, fin=False, rsv1=True))
+    assert isinstance(event, Failed)
+    assert event.code == 1007
+
+
 def test_invalid_utf8_in_close_reason_fails_with_1007(side: str) -> None:
     """A close reason must be UTF-8 too (RFC 6455 §5.5.1)."""
     protocol, _ = open_protocol(side)
@@ -323,6 +382,10 @@ def test_invalid_utf8_in_close_reason_fails_with_1007(side: str) -> None:
         lambda side: frame(side, 0xB, b""),
         lambda side: frame(side, PING, b"x", fin=False),
         lambda side: frame(side, PING, b"x" * 126),
+        lambda side: frame(side, PONG, b"x" * 126),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1000) + b"r" * 124),
+        lambda side: frame(side, PONG, b"x", fin=False),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1000), fin=False),
         lambda side: frame(side, CONTINUATION, b"x"),
         lambda side: frame(side, TEXT, b"a", fin=False) + frame(side, TEXT, b"b"),
         lambda side: frame(side, TEXT, b"x", rsv1=True),
@@ -332,7 +395,9 @@ def test_invalid_utf8_in_close_reason_fails_with_1007(side: str) -> None:
         lambda side: frame(side, CLOSE, struct.pack("!H", 1004)),
         lambda side: frame(side, CLOSE, struct.pack("!H", 1005)),
         lambda side: frame(side, CLOSE, struct.pack("!H", 1006)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 1015)),
         lambda side: frame(side, CLOSE, struct.pack("!H", 1016)),
+        lambda side: frame(side, CLOSE, struct.pack("!H", 2999)),
         lambda side: frame(side, CLOSE, struct.pack("!H", 5000)),
         lambda side: struct.pack("!BBH", 0x82, 126 | (0x80 if side == "server" else 0), 5),
     ],
@@ -341,6 +406,10 @@ def test_invalid_utf8_in_close_reason_fails_with_1007(side: str) -> None:
         "reserved-control-opcode",
         "fragmented-ping",
         "control-frame-over-125-bytes",
+        "pong-over-125-bytes",
+        "close-reason-over-123-bytes",
+        "fragmented-pong",
+        "fragmented-close",
         "continuation-without-start",
         "new-message-inside-fragmented-one",
         "rsv1-without-extension",
@@ -350,7 +419,9 @@ def test_invalid_utf8_in_close_reason_fails_with_1007(side: str) -> None:
         "close-code-1004",
         "close-code-1005",
         "close-code-1006",
+        "close-code-1015",
         "close-code-1016",
+        "close-code-2999",
         "close-code-5000",
         "non-minimal-length",
     ],
@@ -407,14 +478,24 @@ def test_ping_between_fragments_is_reported_before_the_message(side: str) -> Non
         (struct.pack("!H", 1000) + b"bye", 1000, "bye"),
         (struct.pack("!H", 1001), 1001, ""),
         (struct.pack("!H", 4999) + "ü".encode(), 4999, "ü"),
+        (struct.pack("!H", 3000), 3000, ""),
+        (struct.pack("!H", 1000) + b"r" * 123, 1000, "r" * 123),
         (b"", 1005, ""),
     ],
-    ids=["1000-with-reason", "1001", "application-code", "no-code"],
+    ids=[
+        "1000-with-reason",
+        "1001",
+        "application-code",
+        "lowest-registered-code",
+        "123-byte-reason",
+        "no-code",
+    ],
 )
 def test_close_frame_gives_close_received(
     side: str, payload: bytes, code: int, reason: str
 ) -> None:
-    """A close frame reports its code and reason (1005 and "" without a code)."""
+    """A close frame reports its code and reason (1005 and "" without a code); the reason may
+    fill the 123 bytes a control frame leaves after the code."""
     protocol, _ = open_protocol(side)
     assert protocol.receive_data(frame(side, CLOSE, payload)) == [CloseReceived(code, reason)]
     assert not protocol.can_send_data
@@ -680,3 +761,58 @@ def test_peer_without_context_takeover_is_decoded(side: str) -> None:
         assert protocol.receive_data(data) == [MessageReceived("again " * 100)]
         out = protocol.send_message("back " * 100)
         assert peer_events(peer, out) == [TextMessage(data="back " * 100)]
+
+
+# -- messages that arrive in pieces --------------------------------------------------------
+
+
+def test_message_in_one_frame_and_one_read_is_one_event(side: str) -> None:
+    """The common case: no pieces, one MessageReceived."""
+    protocol, peer = open_protocol(side, joined=False)
+    assert protocol.receive_data(peer.send(TextMessage("whole"))) == [MessageReceived("whole")]
+
+
+def test_fragmented_message_comes_piece_by_piece(side: str) -> None:
+    """Each frame of a fragmented message is a FragmentReceived as soon as it arrives; the
+    last is marked final. Empty frames in the middle add nothing."""
+    protocol, peer = open_protocol(side, joined=False)
+    assert protocol.receive_data(peer.send(BytesMessage(b"a", message_finished=False))) == [
+        FragmentReceived(b"a", final=False)
+    ]
+    assert protocol.receive_data(peer.send(BytesMessage(b"", message_finished=False))) == []
+    assert protocol.receive_data(peer.send(BytesMessage(b"b"))) == [
+        FragmentReceived(b"b", final=True)
+    ]
+    assert protocol.receive_data(peer.send(TextMessage("next"))) == [MessageReceived("next")]
+
+
+def test_frame_split_across_reads_comes_in_pieces(side: str) -> None:
+    """A frame whose payload arrives over several reads is reported read by read."""
+    protocol, peer = open_protocol(side, joined=False)
+    data = peer.send(BytesMessage(b"x" * 1000))
+    first = protocol.receive_data(data[:500])
+    second = protocol.receive_data(data[500:])
+    assert len(first) == 1 and isinstance(first[0], FragmentReceived)
+    assert not first[0].final
+    assert len(second) == 1 and isinstance(second[0], FragmentReceived)
+    assert second[0].final
+    assert first[0].data + second[0].data == b"x" * 1000  # type: ignore[operator]
+
+
+def test_empty_last_frame_ends_a_fragmented_message(side: str) -> None:
+    """An empty final frame is reported, since it completes the message."""
+    protocol, peer = open_protocol(side, joined=False)
+    data = peer.send(TextMessage("a", message_finished=False)) + peer.send(TextMessage(""))
+    assert protocol.receive_data(data) == [
+        FragmentReceived("a", final=False),
+        FragmentReceived("", final=True),
+    ]
+
+
+def test_send_fragment_frames_pieces_with_fin_on_the_last(side: str) -> None:
+    """send_fragment() frames a message piece by piece; the peer sees one message."""
+    protocol, peer = open_protocol(side)
+    data = protocol.send_fragment("ab", final=False) + protocol.send_fragment("c", final=True)
+    peer.receive_data(data)
+    events = list(peer.events())
+    assert [(e.data, e.message_finished) for e in events] == [("ab", False), ("c", True)]  # type: ignore[attr-defined]
