@@ -1430,6 +1430,7 @@ async def test_slow_write_that_makes_progress_is_not_failed(
             peer.ws.receive_data(bytes(data))
             received.extend(peer.ws.events())
         while not isinstance(event := await peer.receive(), Ping):
+            assert event is not None
             received.append(event)
         await peer.send(event.response())
 

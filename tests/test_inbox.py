@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 from trio.testing import wait_all_tasks_blocked
-from wsproto.events import BytesMessage, Message, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
 from tests.test_connection import Peer, new_connection, open_wsproto, with_peer
 from tests.test_protocol import CONTINUATION, TEXT, frame
@@ -20,7 +20,7 @@ from trio_ws.connection import Connection
 from trio_ws.exceptions import ConcurrencyError, ConnectionClosedError, ConnectionClosedOK
 
 
-def piece(data: str | bytes, *, last: bool = False) -> Message[str] | Message[bytes]:
+def piece(data: str | bytes, *, last: bool = False) -> TextMessage | BytesMessage:
     """One frame of a fragmented message."""
     if isinstance(data, str):
         return TextMessage(data=data, message_finished=last)
