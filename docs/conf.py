@@ -53,6 +53,7 @@ python_use_unqualified_type_names = True
 # read ``Data``, ``HeadersLike | None``, and link there instead of expanding the alias.
 autodoc_type_aliases = {
     "Data": "trio_ws.connection.Data",
+    "BytesLike": "trio_ws.connection.BytesLike",
     "Address": "trio_ws.connection.Address",
     "LoggerLike": "trio_ws.connection.LoggerLike",
     "HeadersLike": "trio_ws.http.HeadersLike",

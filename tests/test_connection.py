@@ -1440,3 +1440,20 @@ async def test_slow_write_that_makes_progress_is_not_failed(
         await wait_all_tasks_blocked()
         assert this.state is State.OPEN
     assert b"".join(e.data for e in received if isinstance(e, BytesMessage)) == b"x" * 2**20
+
+
+async def test_compressed_pieces_can_be_inflated_as_they_arrive(side: str) -> None:
+    """With permessage-deflate, each frame of a fragmented message is flushed: the peer's
+    stream yields every piece before the next is produced."""
+    async with connection_pair(compression="deflate") as pair:
+        this, other = pair_side(pair, side)
+        send_piece, pieces = trio.open_memory_channel[str](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(this.send, pieces)
+            stream = other.recv_streaming()
+            async with send_piece:
+                for text in ("a" * 100, "b" * 100, "c"):
+                    await send_piece.send(text)
+                    with trio.fail_after(5):  # held back by zlib, it would never come
+                        assert await stream.__anext__() == text
+            assert [p async for p in stream] == []

@@ -163,9 +163,10 @@ class BoundedDeflate(PerMessageDeflate):
                 -min(allowed, WINDOW_BITS),
                 MEM_LEVEL,
             )
-        output = self._tx_deflater.compress(data)
+        # Flushed at every frame, so that each piece of a fragmented message can be inflated
+        # as it arrives; the flush's empty block is removed at the end of the message only.
+        output = self._tx_deflater.compress(data) + self._tx_deflater.flush(zlib.Z_SYNC_FLUSH)
         if fin:
-            output += self._tx_deflater.flush(zlib.Z_SYNC_FLUSH)
             output = output[: -len(_EMPTY_BLOCK)]
             no_context_takeover = (
                 self.client_no_context_takeover

@@ -398,9 +398,10 @@ class Connection:
         Stopping before the end of a message is allowed: the next ``recv()`` or
         ``recv_streaming()`` discards the rest of it.
 
-        Raises (from the iteration):
-            ConnectionClosed: the connection closed before the message ended.
-            ConcurrencyError: another task is receiving at the same time.
+        Raises:
+            ConnectionClosed: (from the iteration) the connection closed before the message
+                ended.
+            ConcurrencyError: (from the iteration) another task is receiving at the same time.
 
         Cancelling a step is safe: the piece it waited for is not lost.
         """
