@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wsproto import WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -101,7 +101,11 @@ class Protocol:
     """
 
     def __init__(self, ws: WSConnection, *, max_size: int | None) -> None:
-        self._ws = ws
+        if ws.connection is None:
+            raise ValueError("the opening handshake has not completed")
+        # The connection proper, without the handshake machine that wraps it: one layer less
+        # on every call, and the handshake's h11 state can be freed.
+        self._ws: Connection = ws.connection
         self._max_size = max_size
         self._in_message = False  # some pieces of the current message were reported
         self._size = 0
@@ -120,7 +124,7 @@ class Protocol:
         """Feed bytes read from the network; return the events they complete."""
         if self._failed or self._ws.state is ConnectionState.CLOSED:
             return []  # RFC 6455 §5.5.1: nothing after the close frame counts.
-        self._ws.receive_data(bytes(data))
+        self._ws.receive_data(data if type(data) is bytes else bytes(data))
         events: list[Event] = []
         for event in self._ws.events():
             if isinstance(event, TextMessage | BytesMessage):

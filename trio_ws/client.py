@@ -117,6 +117,7 @@ async def connect(
         max_queue=max_queue,
         logger=logger or logging.getLogger("trio_ws.client"),
     )
+    del handshake, opened  # the handshake's state, not needed while the connection lives
     async with ws._session():  # pyright: ignore[reportPrivateUsage]
         yield ws
 

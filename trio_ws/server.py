@@ -198,15 +198,16 @@ class Server:
         try:
             opened = await self._open(stream)
             if opened is not None:
-                await self._run_handler(stream, opened)
+                ws = self._new_connection(stream, opened)
+                del opened  # the handshake's state, not needed while the connection lives
+                await self._run_handler(ws)
         finally:
             await trio.aclose_forcefully(stream)
             self._handlers -= 1
             if not self._handlers:
                 self._idle.set()
 
-    async def _run_handler(self, stream: trio.abc.Stream, opened: Opened) -> None:
-        ws = self._new_connection(stream, opened)
+    async def _run_handler(self, ws: ServerConnection) -> None:
         self._connections.add(ws)
         raised: Exception | None = None
         try:
