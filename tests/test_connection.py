@@ -78,7 +78,8 @@ def new_connection(
     side: str, stream: trio.abc.Stream, ws: WSConnection, **options: Any
 ) -> Connection:
     """Our connection on ``side`` of ``stream``; its session is not running yet."""
-    opened = Opened(ws, http.Request("/"), http.Response(101), None)
+    assert ws.connection is not None
+    opened = Opened(ws.connection, http.Request("/"), http.Response(101), None)
     cls = ClientConnection if side == "client" else ServerConnection
     return cls(
         stream, opened, is_client=side == "client", logger=_LOGGER, **{**_OPTIONS, **options}

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -45,7 +46,7 @@ MiB = 2**20
 class JoiningProtocol(Protocol):
     """Our Protocol, with the pieces of each message joined into one event, as recv() does."""
 
-    def __init__(self, ws: WSConnection, *, max_size: int | None) -> None:
+    def __init__(self, ws: Connection, *, max_size: int | None) -> None:
         super().__init__(ws, max_size=max_size)
         self.pieces: list[str | bytes] = []
 
@@ -94,7 +95,8 @@ def open_protocol(
     assert bool(accepted.extensions) is compression
     ws, peer = (client, server) if side == "client" else (server, client)
     protocol_type = JoiningProtocol if joined else Protocol
-    return protocol_type(ws, max_size=max_size), peer
+    assert ws.connection is not None
+    return protocol_type(ws.connection, max_size=max_size), peer
 
 
 def frame(

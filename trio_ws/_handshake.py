@@ -1,8 +1,10 @@
 """The opening handshake (RFC 6455 §4), both sides: bytes in, bytes and outcomes out. No trio.
 
-The client side drives wsproto directly. The server side parses the request with h11 first so
+The client side drives wsproto's handshake. The server side parses the request with h11 so
 that it can check all of RFC 6455 §4.2.1 and answer each breach with the right status (wsproto
-only knows 400 and 426), then hands the checked request to wsproto, which writes the 101.
+only knows 400 and 426), writes the 101 with the same h11 connection, negotiating extensions
+with wsproto's own function, and opens a wsproto ``Connection`` for the frames: the request is
+parsed once, and no handshake machine outlives the handshake.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import NoReturn
 
 import h11
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     RejectConnection,
@@ -24,7 +27,8 @@ from wsproto.events import (
     Request as WSRequest,
 )
 from wsproto.extensions import Extension
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from wsproto.handshake import server_extensions_handshake
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
 
 from ._deflate import BoundedDeflate
 from ._uri import WebSocketURI
@@ -49,6 +53,11 @@ def _head_headers(head: bytes) -> Headers:
     return headers
 
 
+def _comma_list(values: Sequence[str]) -> list[str]:
+    """The items of comma-separated header values, stripped, empty ones left out."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
 def _decode_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
     return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
 
@@ -57,7 +66,7 @@ def _decode_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
 class Opened:
     """A completed handshake: the wsproto connection to carry on with, and what was said."""
 
-    ws: WSConnection
+    ws: Connection
     request: Request
     response: Response
     subprotocol: str | None
@@ -134,7 +143,8 @@ class ClientHandshake:
         head = bytes(self._received).partition(b"\r\n\r\n")[0]
         self._received = bytearray()
         response = Response(101, _head_headers(head))
-        return Opened(self._ws, self._request, response, event.subprotocol)
+        assert self._ws.connection is not None
+        return Opened(self._ws.connection, self._request, response, event.subprotocol)
 
 
 class HandshakeRejected(Exception):
@@ -244,28 +254,41 @@ class ServerHandshake:
         """Answer 101; return the bytes to send and the opened connection's state."""
         assert self._request is not None
         event = self._request
-        ws = WSConnection(ConnectionType.SERVER)
-        try:
-            ws.receive_data(self._head)  # the head only: wsproto drops what follows it
-            ws_request = next(iter(ws.events()))
-        except RemoteProtocolError as exc:  # pragma: no cover - _check catches these first
-            raise self._rejection(400, str(exc)) from exc
-        assert isinstance(ws_request, WSRequest)
-        offered = list(ws_request.subprotocols)
+        request_headers = _decode_pairs(event.headers)
+        offered = _comma_list(request_headers.get_all("Sec-WebSocket-Protocol"))
         subprotocol = next((name for name in subprotocols if name in offered), None)
         extensions: list[Extension] = (
             [BoundedDeflate(max_size)] if compression == "deflate" else []
         )
-        extra = [(name.encode(), value.encode()) for name, value in self._standard_headers()]
-        extra += [(name.encode(), value.encode()) for name, value in headers]
-        data = ws.send(
-            AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=extra)
+        key = request_headers.get_all("Sec-WebSocket-Key")[0]  # _check made sure of one
+        response_headers = [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii"))),
+        ]
+        if subprotocol is not None:
+            response_headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode("ascii")))
+        requested = _comma_list(request_headers.get_all("Sec-WebSocket-Extensions"))
+        if extensions and requested:
+            accepted = server_extensions_handshake(requested, extensions)
+            if accepted:
+                response_headers.append((b"Sec-WebSocket-Extensions", accepted))
+        response_headers += [
+            (name.encode(), value.encode())
+            for name, value in [*self._standard_headers(), *headers]
+        ]
+        data = self._h11.send(
+            h11.InformationalResponse(
+                status_code=101, headers=response_headers, reason=b"Switching Protocols"
+            )
         )
+        assert data is not None
+        connection = Connection(ConnectionType.SERVER, extensions)
         trailing, _ = self._h11.trailing_data
         if trailing:
-            ws.receive_data(trailing)
-        request = Request(event.target.decode("ascii", "replace"), _decode_pairs(event.headers))
-        return data, Opened(ws, request, Response(101, _head_headers(data)), subprotocol)
+            connection.receive_data(trailing)
+        request = Request(event.target.decode("ascii", "replace"), request_headers)
+        return data, Opened(connection, request, Response(101, _head_headers(data)), subprotocol)
 
     def reject(self, status_code: int, message: str) -> bytes:
         """The bytes of an HTTP error response with ``message`` as its body."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     BytesMessage,
@@ -95,17 +94,13 @@ class Protocol:
     """One open WebSocket connection's framing state.
 
     Args:
-        ws: a wsproto connection whose opening handshake has completed.
+        ws: the wsproto connection that the opening handshake opened.
         max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
             None for no limit.
     """
 
-    def __init__(self, ws: WSConnection, *, max_size: int | None) -> None:
-        if ws.connection is None:
-            raise ValueError("the opening handshake has not completed")
-        # The connection proper, without the handshake machine that wraps it: one layer less
-        # on every call, and the handshake's h11 state can be freed.
-        self._ws: Connection = ws.connection
+    def __init__(self, ws: Connection, *, max_size: int | None) -> None:
+        self._ws = ws
         self._max_size = max_size
         self._in_message = False  # some pieces of the current message were reported
         self._size = 0
