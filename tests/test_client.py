@@ -654,6 +654,15 @@ def _no_upgrade(request: bytes) -> bytes:
     return switching_protocols(request).replace(b"Upgrade: websocket\r\n", b"")
 
 
+def _no_connection_upgrade(request: bytes) -> bytes:
+    return switching_protocols(request).replace(b"Connection: Upgrade\r\n", b"")
+
+
+def _two_accepts(request: bytes) -> bytes:
+    accept = b"Sec-WebSocket-Accept: " + accept_value(request) + b"\r\n"
+    return switching_protocols(request)[:-2] + accept + b"\r\n"
+
+
 def _unoffered_subprotocol(request: bytes) -> bytes:
     return switching_protocols(request)[:-2] + b"Sec-WebSocket-Protocol: chat\r\n\r\n"
 
@@ -664,12 +673,29 @@ def _unoffered_extension(request: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     "answer",
-    [_bad_accept, _no_accept, _no_upgrade, _unoffered_subprotocol, _unoffered_extension],
-    ids=["bad accept", "no accept", "no upgrade", "unoffered subprotocol", "unoffered extension"],
+    [
+        _bad_accept,
+        _no_accept,
+        _two_accepts,
+        _no_upgrade,
+        _no_connection_upgrade,
+        _unoffered_subprotocol,
+        _unoffered_extension,
+    ],
+    ids=[
+        "bad accept",
+        "no accept",
+        "two accepts",
+        "no upgrade",
+        "no connection upgrade",
+        "unoffered subprotocol",
+        "unoffered extension",
+    ],
 )
 async def test_invalid_101_raises_invalid_handshake(answer: Callable[[bytes], bytes]) -> None:
-    """A 101 that breaks RFC 6455 §4.2.2 (wrong Sec-WebSocket-Accept, missing Upgrade, a
-    subprotocol or extension the client never offered) is refused with InvalidHandshake."""
+    """A 101 that breaks RFC 6455 §4.2.2 (wrong, missing or repeated Sec-WebSocket-Accept,
+    missing Upgrade or Connection: Upgrade, a subprotocol or extension the client never
+    offered) is refused with InvalidHandshake."""
 
     async def liar(stream: trio.SocketStream) -> None:
         await stream.send_all(answer(await read_request(stream)))

@@ -16,19 +16,11 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import h11
-from wsproto import ConnectionType, WSConnection
+from wsproto import ConnectionType
 from wsproto.connection import Connection
-from wsproto.events import (
-    AcceptConnection,
-    RejectConnection,
-    RejectData,
-)
-from wsproto.events import (
-    Request as WSRequest,
-)
 from wsproto.extensions import Extension
-from wsproto.handshake import server_extensions_handshake
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError, generate_accept_token
+from wsproto.handshake import client_extensions_handshake, server_extensions_handshake
+from wsproto.utilities import RemoteProtocolError, generate_accept_token, generate_nonce
 
 from ._deflate import BoundedDeflate
 from ._uri import WebSocketURI
@@ -58,6 +50,11 @@ def _comma_list(values: Sequence[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+def _raw_headers(event: h11.InformationalResponse | h11.Response) -> Headers:
+    """A response's headers as the server wrote them (h11 lowercases the names it exposes)."""
+    return _decode_pairs(event.headers.raw_items())
+
+
 def _decode_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
     return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
 
@@ -73,7 +70,7 @@ class Opened:
 
 
 class ClientHandshake:
-    """Write the client's upgrade request and check the server's answer."""
+    """Write the client's upgrade request and check the server's answer (RFC 6455 §4.2.2)."""
 
     def __init__(
         self,
@@ -84,21 +81,33 @@ class ClientHandshake:
         max_size: int | None,
         headers: Headers,
     ) -> None:
-        self._ws = WSConnection(ConnectionType.CLIENT)
-        extensions = [BoundedDeflate(max_size)] if compression == "deflate" else []
-        request = WSRequest(
-            host=uri.host_header,
-            target=uri.resource_name,
-            subprotocols=list(subprotocols),
-            extensions=extensions,
-            extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_SIZE)
+        self._nonce = generate_nonce()
+        self._subprotocols = list(subprotocols)
+        self._extensions: list[Extension] = (
+            [BoundedDeflate(max_size)] if compression == "deflate" else []
         )
+        request_headers = [
+            (b"Host", uri.host_header.encode("idna")),
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Key", self._nonce),
+            (b"Sec-WebSocket-Version", b"13"),
+        ]
+        if subprotocols:
+            request_headers.append((b"Sec-WebSocket-Protocol", ", ".join(subprotocols).encode()))
+        offers = [f"{e.name}; {e.offer()}" for e in self._extensions]
+        if offers:
+            request_headers.append((b"Sec-WebSocket-Extensions", ", ".join(offers).encode()))
         try:
-            self.request_bytes = self._ws.send(request)
-        except (h11.LocalProtocolError, LocalProtocolError) as exc:
+            request_headers += [(name.encode(), value.encode()) for name, value in headers]
+            request = h11.Request(
+                method=b"GET", target=uri.resource_name.encode("ascii"), headers=request_headers
+            )
+        except (h11.LocalProtocolError, UnicodeError) as exc:
             raise ValueError(f"cannot send these headers: {exc}") from exc
+        self.request_bytes = self._h11.send(request) or b""
         self._request = Request(uri.resource_name, _head_headers(self.request_bytes))
-        self._received = bytearray()  # the response so far, for its headers once accepted
         self._rejection: Response | None = None
         self._body = bytearray()
 
@@ -109,23 +118,26 @@ class ClientHandshake:
             InvalidStatus: the server answered with a status other than 101.
             InvalidHandshake: the response broke RFC 6455 §4.2.2, or the head was too large.
         """
-        self._received += data
+        self._h11.receive_data(bytes(data))
         try:
-            self._ws.receive_data(bytes(data))
-            for event in self._ws.events():
-                if isinstance(event, AcceptConnection):
+            while True:
+                event = self._h11.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    return None
+                if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                     return self._accepted(event)
-                if isinstance(event, RejectConnection):
-                    self._rejection = Response(event.status_code, _decode_pairs(event.headers))
-                    if not event.has_body:
+                if isinstance(event, h11.InformationalResponse | h11.Response):
+                    self._rejection = Response(event.status_code, _raw_headers(event))
+                    if isinstance(event, h11.InformationalResponse):
                         raise InvalidStatus(self._rejection)
-                elif isinstance(event, RejectData):
+                elif isinstance(event, h11.Data):
                     self._body += event.data[: MAX_REJECT_BODY - len(self._body)]
-                    if event.body_finished or len(self._body) >= MAX_REJECT_BODY:
+                    if len(self._body) >= MAX_REJECT_BODY:
                         self._raise_rejection()
-        except RemoteProtocolError as exc:
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    self._raise_rejection()
+        except h11.RemoteProtocolError as exc:
             raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
-        return None
 
     def receive_eof(self) -> NoReturn:
         """The server closed the connection before completing its response: raise why."""
@@ -138,13 +150,33 @@ class ClientHandshake:
         status, headers = self._rejection.status_code, self._rejection.headers
         raise InvalidStatus(Response(status, headers, bytes(self._body)))
 
-    def _accepted(self, event: AcceptConnection) -> Opened:
-        # wsproto keeps the handshake's own headers to itself; read them from the bytes.
-        head = bytes(self._received).partition(b"\r\n\r\n")[0]
-        self._received = bytearray()
-        response = Response(101, _head_headers(head))
-        assert self._ws.connection is not None
-        return Opened(self._ws.connection, self._request, response, event.subprotocol)
+    def _accepted(self, event: h11.InformationalResponse) -> Opened:
+        headers = _raw_headers(event)
+        connection = _comma_list(headers.get_all("Connection"))
+        if "upgrade" not in (token.lower() for token in connection):
+            raise InvalidHandshake("invalid opening handshake response: no Connection: Upgrade")
+        if [value.lower() for value in headers.get_all("Upgrade")] != ["websocket"]:
+            raise InvalidHandshake("invalid opening handshake response: no Upgrade: websocket")
+        if headers.get_all("Sec-WebSocket-Accept") != [
+            generate_accept_token(self._nonce).decode()
+        ]:
+            raise InvalidHandshake("invalid opening handshake response: bad Sec-WebSocket-Accept")
+        protocols = headers.get_all("Sec-WebSocket-Protocol")
+        subprotocol = protocols[0] if protocols else None
+        if len(protocols) > 1 or (
+            subprotocol is not None and subprotocol not in self._subprotocols
+        ):
+            raise InvalidHandshake(
+                f"invalid opening handshake response: unexpected subprotocol {protocols}"
+            )
+        try:
+            extensions = client_extensions_handshake(
+                _comma_list(headers.get_all("Sec-WebSocket-Extensions")), self._extensions
+            )
+        except RemoteProtocolError as exc:
+            raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
+        ws = Connection(ConnectionType.CLIENT, extensions, self._h11.trailing_data[0])
+        return Opened(ws, self._request, Response(101, headers), subprotocol)
 
 
 class HandshakeRejected(Exception):
