@@ -1,10 +1,11 @@
 """The opening handshake (RFC 6455 §4), both sides: bytes in, bytes and outcomes out. No trio.
 
-The client side drives wsproto's handshake. The server side parses the request with h11 so
-that it can check all of RFC 6455 §4.2.1 and answer each breach with the right status (wsproto
-only knows 400 and 426), writes the 101 with the same h11 connection, negotiating extensions
-with wsproto's own function, and opens a wsproto ``Connection`` for the frames: the request is
-parsed once, and no handshake machine outlives the handshake.
+Both sides speak HTTP with h11 and hand the frames to a wsproto ``Connection`` once the
+handshake is done, negotiating extensions with wsproto's own functions; no handshake machine
+outlives the handshake. The client writes its request and checks the 101 against RFC 6455
+§4.2.2. The server parses the request once, checks all of RFC 6455 §4.2.1 so that it can answer
+each breach with the right status (wsproto's handshake only knows 400 and 426), and writes the
+101 with the same h11 connection.
 """
 
 from __future__ import annotations
