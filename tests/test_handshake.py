@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-import zlib
 from typing import NamedTuple
 
 import pytest
 from wsproto.events import BytesMessage, TextMessage
 
+from tests.test_deflate import inflate_within
 from trio_ws._handshake import (
     MAX_HEAD_SIZE,
     MAX_REJECT_BODY,
@@ -588,17 +588,6 @@ def frame_payload(data: bytes) -> tuple[bool, bytes]:
         payload = data[start:]
     assert len(payload) == length
     return rsv1, payload
-
-
-def inflate_within(payload: bytes, bits: int) -> bytes:
-    """Inflate one message with a fresh ``bits``-bit window, 64 bytes per call, so that zlib
-    checks every back-reference against the window (it does not within one call)."""
-    inflater = zlib.decompressobj(-bits)
-    data, output = payload + b"\x00\x00\xff\xff", b""
-    while data:
-        output += inflater.decompress(data, 64)
-        data = inflater.unconsumed_tail
-    return output
 
 
 @pytest.mark.parametrize(
