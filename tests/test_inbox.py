@@ -13,10 +13,9 @@ import trio.testing
 from trio.testing import wait_all_tasks_blocked
 from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 
-from tests.test_connection import Peer, new_connection, open_wsproto, with_peer
+from tests.test_connection import Peer, with_lockstep_peer, with_peer
 from tests.test_protocol import CONTINUATION, TEXT, frame
 from trio_ws._inbox import PIECES_HIGH_WATER
-from trio_ws.connection import Connection
 from trio_ws.exceptions import ConcurrencyError, ConnectionClosedError, ConnectionClosedOK
 
 
@@ -182,14 +181,6 @@ async def test_cancelled_stream_step_loses_no_piece(
 
 
 # -- how far the reader reads ahead --------------------------------------------------------
-
-
-def with_lockstep_peer(side: str, **options: object) -> tuple[Connection, Peer]:
-    """Our connection and a hand-driven peer whose writes block until we read them."""
-    ours, theirs = trio.testing.lockstep_stream_pair()
-    client_ws, server_ws = open_wsproto()
-    ws, peer_ws = (client_ws, server_ws) if side == "client" else (server_ws, client_ws)
-    return new_connection(side, ours, ws, **options), Peer(theirs, peer_ws)
 
 
 async def send_pieces(peer: Peer, count: int, size: int, sent: list[int]) -> None:

@@ -35,17 +35,6 @@ MAX_HEAD_SIZE = 16 * 1024
 MAX_REJECT_BODY = 64 * 1024
 
 
-def _head_headers(head: bytes) -> Headers:
-    """The headers of an HTTP head that we wrote or h11 has parsed (so, well formed)."""
-    headers = Headers()
-    for line in head.split(b"\r\n")[1:]:
-        if not line:
-            break
-        name, _, value = line.partition(b":")
-        headers.add(name.decode("latin-1"), value.strip().decode("latin-1"))
-    return headers
-
-
 def _comma_list(values: Sequence[str]) -> list[str]:
     """The items of comma-separated header values, stripped, empty ones left out."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
@@ -108,7 +97,7 @@ class ClientHandshake:
         except (h11.LocalProtocolError, UnicodeError) as exc:
             raise ValueError(f"cannot send these headers: {exc}") from exc
         self.request_bytes = self._h11.send(request) or b""
-        self._request = Request(uri.resource_name, _head_headers(self.request_bytes))
+        self._request = Request(uri.resource_name, _decode_pairs(request_headers))
         self._rejection: Response | None = None
         self._body = bytearray()
 
@@ -321,7 +310,8 @@ class ServerHandshake:
         if trailing:
             connection.receive_data(trailing)
         request = Request(event.target.decode("ascii", "replace"), request_headers)
-        return data, Opened(connection, request, Response(101, _head_headers(data)), subprotocol)
+        response = Response(101, _decode_pairs(response_headers))
+        return data, Opened(connection, request, response, subprotocol)
 
     def reject(self, status_code: int, message: str) -> bytes:
         """The bytes of an HTTP error response with ``message`` as its body."""
