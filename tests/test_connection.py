@@ -35,6 +35,7 @@ from wsproto.frame_protocol import CloseReason
 from tests.conftest import connection_pair, pair_side
 from trio_ws import http
 from trio_ws._handshake import Opened
+from trio_ws._protocol import FRAME_SIZE
 from trio_ws.client import ClientConnection
 from trio_ws.connection import Connection, State
 from trio_ws.exceptions import (
@@ -899,6 +900,32 @@ async def test_send_after_receiving_a_close_frame_raises_connection_closed() -> 
     assert peer.after_close == b""
 
 
+async def test_close_between_the_frames_of_a_large_message_stops_it_there(side: str) -> None:
+    """A message over FRAME_SIZE goes out frame by frame; a close frame that arrives in
+    between stops it at the next frame boundary, before its end: send() raises the peer's
+    code, and our close frame follows the last whole frame."""
+    this, peer = with_lockstep_peer(side)
+    async with this._session(), trio.open_nursery() as nursery:
+
+        async def send_large() -> None:
+            with pytest.raises(ConnectionClosedOK) as info:
+                await this.send(b"\x05" * (3 * FRAME_SIZE))
+            assert (info.value.code, info.value.reason) == (1000, "stop")
+
+        nursery.start_soon(send_large)
+        first = await peer.receive()
+        assert isinstance(first, BytesMessage)
+        assert not first.message_finished
+        await peer.send(CloseConnection(code=1000, reason="stop"))
+        received = len(first.data)
+        while not isinstance(event := await peer.receive(), CloseConnection):
+            assert isinstance(event, BytesMessage)
+            assert not event.message_finished
+            received += len(event.data)
+        assert received in (FRAME_SIZE, 2 * FRAME_SIZE)
+        await peer.stream.aclose()
+
+
 # -- failures ------------------------------------------------------------------------------
 
 
@@ -925,8 +952,9 @@ async def test_oversized_message_fails_with_1009_on_both_ends(side: str) -> None
 
 
 async def test_compressed_bomb_fails_with_1009_on_both_ends(side: str) -> None:
-    """With permessage-deflate, 10 MB of zeros (about 10 KB on the wire) against the
-    receiver's max_size=1 MiB fails the connection with 1009 on both ends."""
+    """With permessage-deflate, 10 MB of zeros (about 10 KB on the wire, in 64 KiB frames)
+    against the receiver's max_size=1 MiB fails the connection with 1009 on both ends: the
+    receiver closes before the message has all gone out, so the sender's send() raises too."""
     receiver = {"max_size": 2**20}
     async with connection_pair(
         compression="deflate",
@@ -935,7 +963,10 @@ async def test_compressed_bomb_fails_with_1009_on_both_ends(side: str) -> None:
     ) as pair:
         this, other = pair_side(pair, side)
         await this.send("before")
-        await this.send(b"\x00" * 10**7)
+        try:
+            await this.send(b"\x00" * 10**7)
+        except ConnectionClosedError as exc:
+            assert exc.code == 1009
         assert await other.recv() == "before"
         with pytest.raises(ConnectionClosedError) as info:
             await other.recv()

@@ -28,6 +28,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 
 from trio_ws._deflate import BoundedDeflate
 from trio_ws._protocol import (
+    FRAME_SIZE,
     CloseReceived,
     Event,
     Failed,
@@ -565,6 +566,33 @@ def test_send_message_rejects_other_types(side: str) -> None:
     with pytest.raises(TypeError, match="int"):
         protocol.send_message(42)  # type: ignore[arg-type]
     assert protocol.can_send_data
+
+
+@pytest.mark.parametrize(
+    ("message", "frames"),
+    [
+        (b"\x01" * FRAME_SIZE, 1),
+        (b"\x02" * (FRAME_SIZE + 1), 2),
+        (bytearray(3 * FRAME_SIZE), 3),
+        (memoryview(b"\x03" * (2 * FRAME_SIZE)).cast("H"), 2),
+        ("é" * (FRAME_SIZE + 10), 2),
+    ],
+    ids=["bytes-one-frame", "bytes-two-frames", "bytearray", "memoryview-of-shorts", "text"],
+)
+def test_send_message_over_frame_size_goes_out_in_frames_of_frame_size(
+    side: str, message: str | bytes | bytearray | memoryview, frames: int
+) -> None:
+    """A message longer than FRAME_SIZE (bytes, or characters of text) goes out as one
+    fragmented message, in frames of FRAME_SIZE; the peer reads back the whole message."""
+    protocol, peer = open_protocol(side)
+    events = peer_events(peer, protocol.send_message(message))
+    ends = [event for event in events if isinstance(event, TextMessage | BytesMessage)]
+    assert sum(event.frame_finished for event in ends) == frames
+    assert [event.message_finished for event in ends][-1]
+    joined = "".join(e.data for e in ends if isinstance(e, TextMessage)) or b"".join(
+        e.data for e in ends if isinstance(e, BytesMessage)
+    )
+    assert joined == (message if isinstance(message, str) else bytes(message))
 
 
 def test_send_ping_and_pong_frame_their_payload(side: str) -> None:

@@ -37,6 +37,7 @@ import trio
 from . import _groups
 from ._inbox import Inbox
 from ._protocol import (
+    FRAME_SIZE,
     CloseReceived,
     Failed,
     FragmentReceived,
@@ -275,6 +276,10 @@ class Connection:
     ) -> None:
         """Send one message: a text frame for str, a binary frame for bytes-like data.
 
+        A message over 64 KiB (bytes, or characters of text) goes out as a fragmented message
+        in frames of 64 KiB, which wsproto frames far faster than one large frame; the peer
+        receives one message all the same.
+
         An iterable or async iterable of str, or of bytes-like pieces, is sent as one
         fragmented message, a frame per piece; pings and pongs may go out between its frames.
         An iterable is read whole before anything is sent; an async iterable is sent piece by
@@ -326,7 +331,14 @@ class Connection:
             await trio.lowlevel.cancel_shielded_checkpoint()
             raise self._closed_error()
         if final is None:
-            await self._write(self._protocol.send_message(data))
+            if len(data) <= FRAME_SIZE:
+                await self._write(self._protocol.send_message(data))
+                return
+            # Frame by frame: each one framed only when the one before has gone out.
+            for piece, last in self._protocol.split_message(data):
+                if self._state is not State.OPEN or not self._protocol.can_send_data:
+                    raise self._closed_error()  # the close came between two frames
+                await self._write(self._protocol.send_fragment(piece, last))
         else:
             await self._write(self._protocol.send_fragment(data, final))
 
