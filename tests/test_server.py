@@ -592,3 +592,73 @@ async def test_clients_resetting_right_after_the_101_never_crash_serve() -> None
             await trio.testing.wait_all_tasks_blocked()
         await assert_still_serving(server)
     assert all(ws.close_code == 1006 for ws in handled)
+
+
+# -- keepalive -----------------------------------------------------------------------------
+
+
+def task_names() -> list[str]:
+    """The names of every task in this trio run."""
+    names: list[str] = []
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        names.append(task.name)
+        pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return names
+
+
+async def read_frame(stream: trio.SocketStream, buffered: bytearray) -> tuple[int, bytes]:
+    """The next unmasked frame from a server, short lengths only: (opcode, payload)."""
+    while len(buffered) < 2 or len(buffered) < 2 + (buffered[1] & 0x7F):
+        buffered += await stream.receive_some(65536)
+    opcode, length = buffered[0] & 0x0F, buffered[1] & 0x7F
+    payload = bytes(buffered[2 : 2 + length])
+    del buffered[: 2 + length]
+    return opcode, payload
+
+
+async def test_one_task_times_the_keepalive_pings_of_every_server_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Server connections waiting for their next ping have no task for it: one timer task
+    serves them all, and a ping round is a task only while it runs. Answering clients stay
+    open; a client that never answers gets its ping at ping_interval and a 1011 close frame
+    at ping_interval + ping_timeout."""
+    handlers: list[ServerConnection] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        handlers.append(ws)
+        await ws.wait_closed()
+
+    async with (
+        serving(handler, ping_interval=5, ping_timeout=3) as (server, _),
+        trio.open_nursery() as clients,
+    ):
+        for _ in range(3):
+            clients.start_soon(hold_open, server)
+        silent = await open_raw_websocket(server)
+        while len(handlers) < 4:
+            await trio.testing.wait_all_tasks_blocked()
+        names = task_names()
+        assert sum(name.endswith("KeepaliveTimer.run") for name in names) == 1
+        assert not any(name.endswith("_ping_round") for name in names)
+
+        buffered = bytearray()
+        assert (await read_frame(silent, buffered))[0] == 0x9  # ping
+        assert trio.current_time() == 5.0
+        opcode, payload = await read_frame(silent, buffered)
+        assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, 1011)
+        assert payload[2:] == b"keepalive ping timeout"
+        assert trio.current_time() == 8.0
+        await silent.aclose()
+
+        await trio.sleep(20)  # four more ping rounds, each answered
+        assert [ws.state for ws in handlers].count(trio_ws.State.OPEN) == 3
+        clients.cancel_scope.cancel()
+
+
+async def hold_open(server: Server) -> None:
+    """A client with keepalive off that answers pings until cancelled."""
+    async with trio_ws.connect(uri(server), ping_interval=None) as ws:
+        await ws.wait_closed()

@@ -36,6 +36,7 @@ import trio
 
 from . import _groups
 from ._inbox import Inbox
+from ._keepalive import KeepaliveTimer, Timed
 from ._protocol import (
     FRAME_SIZE,
     CloseReceived,
@@ -144,7 +145,9 @@ class Connection:
         "_id",
         "_inbox",
         "_is_client",
+        "_keepalive",
         "_keepalive_scope",
+        "_keepalive_timed",
         "_latency",
         "_local_address",
         "_logger",
@@ -161,6 +164,7 @@ class Connection:
         "_state",
         "_stream",
         "_subprotocol",
+        "_tasks",
         "_writing_since",
     )
 
@@ -204,7 +208,10 @@ class Connection:
         self._close_sent: tuple[int, str] | None = None
         self._failure: tuple[int, str, BaseException | None] | None = None
         self._reader_scope = trio.CancelScope(shield=True)
-        self._keepalive_scope = trio.CancelScope()
+        self._keepalive: KeepaliveTimer | None = None  # times the pings, while the session runs
+        self._keepalive_scope: trio.CancelScope | None = None  # the ping round's, while it runs
+        self._keepalive_timed: Timed | None = None  # the next ping round, while it waits
+        self._tasks: trio.Nursery | None = None  # the session's nursery, while it runs
         self._closed = trio.Event()
 
     # -- what you can ask ------------------------------------------------------------------
@@ -652,8 +659,13 @@ class Connection:
     # -- background tasks ------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _session(self) -> AsyncGenerator[Self, None]:
+    async def _session(
+        self, keepalive: KeepaliveTimer | None = None
+    ) -> AsyncGenerator[Self, None]:
         """Run the background tasks around the body; close the connection when it exits.
+
+        ``keepalive`` times this connection's pings, from a task outside the session (a
+        server's, for all its connections); without it the session runs a timer of its own.
 
         A body that returns closes with 1000, one that raises with 1011, one that is cancelled
         with 1001 in a shielded step bounded by ``close_timeout``. What the body raised comes
@@ -661,11 +673,17 @@ class Connection:
         ExceptionGroup that goes through it, and re-raised even if that exit was cancelled.
         """
         body_error: BaseException | None = None
+        own_timer: KeepaliveTimer | None = None
         try:
             async with _groups.open_nursery() as nursery:
+                self._tasks = nursery
                 nursery.start_soon(self._read_loop)
                 if self._ping_interval is not None:
-                    nursery.start_soon(self._keepalive_loop, self._ping_interval)
+                    if keepalive is None:
+                        keepalive = own_timer = KeepaliveTimer()
+                        nursery.start_soon(own_timer.run)
+                    self._keepalive = keepalive
+                    self._schedule_ping()
                 try:
                     yield self
                 except BaseException as exc:
@@ -681,9 +699,12 @@ class Connection:
                     await self._close(1000, "")
                 finally:
                     self._reader_scope.cancel()
-                    self._keepalive_scope.cancel()
+                    self._stop_keepalive()
+                    if own_timer is not None:
+                        own_timer.stop()
                     await self._finish()
         finally:
+            self._tasks = self._keepalive = None
             if body_error is not None:
                 _groups.reraise(body_error)
 
@@ -762,37 +783,59 @@ class Connection:
                 self._latency = pending.rtt
                 return
 
-    async def _keepalive_loop(self, interval: float) -> None:
-        with self._keepalive_scope:
-            await self._keep_alive(interval)
+    def _schedule_ping(self) -> None:
+        """Have the keepalive timer start a ping round one ``ping_interval`` from now."""
+        assert self._keepalive is not None and self._ping_interval is not None
+        due = trio.current_time() + self._ping_interval
+        self._keepalive_timed = self._keepalive.call_at(due, self._start_ping_round)
 
-    async def _keep_alive(self, interval: float) -> None:
+    def _start_ping_round(self) -> None:
+        self._keepalive_timed = None
+        if self._state is State.OPEN and self._tasks is not None:
+            self._tasks.start_soon(self._ping_round)
+
+    def _stop_keepalive(self) -> None:
+        if self._keepalive_timed is not None:
+            self._keepalive_timed.cancel()
+            self._keepalive_timed = None
+        if self._keepalive_scope is not None:
+            self._keepalive_scope.cancel()
+
+    async def _ping_round(self) -> None:
+        """Send a keepalive ping and wait for its pong; schedule the next round if it came."""
+        answered = False
+        with trio.CancelScope() as self._keepalive_scope:
+            answered = await self._keepalive_ping()
+        self._keepalive_scope = None
+        if answered and self._state is State.OPEN:
+            self._schedule_ping()
+
+    async def _keepalive_ping(self) -> bool:
         timeout = self._ping_timeout
         stalled = f"no write progress for {timeout:g} s: the peer stopped reading"
-        while self._state is State.OPEN:
-            await trio.sleep(interval)
-            if not await self._lock_unless_stalled():
-                await self._abort(1011, stalled)
-                return
-            payload = self._new_ping_payload()
-            pending: _PendingPing | None = None
+        if not await self._lock_unless_stalled():
+            await self._abort(1011, stalled)
+            return False
+        payload = self._new_ping_payload()
+        pending: _PendingPing | None = None
+        try:
+            with trio.move_on_after(timeout):
+                pending = await self._send_ping(payload, cut_reason=stalled)
+        except ConnectionClosed:
+            return False
+        finally:
+            self._send_lock.release()
+        if pending is None:  # the ping's own write stalled; the reader closes the stream
+            return False
+        with trio.move_on_after(timeout) as scope:
             try:
-                with trio.move_on_after(timeout):
-                    pending = await self._send_ping(payload, cut_reason=stalled)
+                await self._wait_for_pong(payload, pending)
             except ConnectionClosed:
-                return
-            finally:
-                self._send_lock.release()
-            if pending is None:  # the ping's own write stalled; the reader closes the stream
-                return
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    await self._wait_for_pong(payload, pending)
-                except ConnectionClosed:
-                    return
-            if scope.cancelled_caught:
-                await self._fail(1011, "keepalive ping timeout", None)
-                return
+                return False
+        if scope.cancelled_caught:
+            await self._fail(1011, "keepalive ping timeout", None)
+            return False
+        return True
 
     async def _lock_unless_stalled(self) -> bool:
         """Take the send lock, unless the write holding it makes no progress for ping_timeout.

@@ -4,7 +4,8 @@ How this works: ``serve()`` runs one accept loop per listener inside the server'
 Each accepted TCP connection becomes a task in the server's nursery: it runs the opening
 handshake (bounded by ``open_timeout``), then the user's handler inside the connection's
 session, which closes the connection when the handler returns (1000), raises (1011, logged) or
-is cancelled (1001). Nothing a client or a handler does escapes ``serve()``.
+is cancelled (1001). Nothing a client or a handler does escapes ``serve()``. One more task
+times the keepalive pings of every connection (``_keepalive``).
 
 A request that cannot be upgraded gets its HTTP error, then the socket is read until the client
 closes (bounded by ``close_timeout``): closing it with unread bytes would reset the connection
@@ -26,6 +27,7 @@ import trio
 
 from . import _groups
 from ._handshake import HandshakeRejected, Opened, ServerHandshake
+from ._keepalive import KeepaliveTimer
 from ._version import __version__
 from .connection import Connection, LoggerLike
 from .exceptions import ConnectionClosed, InvalidHandshake
@@ -97,6 +99,7 @@ class Server:
         self._idle = trio.Event()
         self._closing: tuple[int, str] | None = None  # aclose()'s code and reason, once called
         self._stopped = trio.Event()
+        self._keepalive = KeepaliveTimer()  # times every connection's keepalive pings
 
     @property
     def cancel_scope(self) -> trio.CancelScope:
@@ -158,13 +161,16 @@ class Server:
     async def _serve(self, task_status: trio.TaskStatus[Server]) -> None:
         try:
             with self._cancel_scope:
-                async with _groups.open_nursery() as handlers:
-                    with self._accept_scope:
-                        async with _groups.open_nursery() as accepting:
-                            for listener in self._listeners:
-                                accepting.start_soon(self._accept_loop, listener, handlers)
-                            task_status.started(self)
-                    await self._close_listeners()
+                async with _groups.open_nursery() as timing:
+                    timing.start_soon(self._keepalive.run)
+                    async with _groups.open_nursery() as handlers:
+                        with self._accept_scope:
+                            async with _groups.open_nursery() as accepting:
+                                for listener in self._listeners:
+                                    accepting.start_soon(self._accept_loop, listener, handlers)
+                                task_status.started(self)
+                        await self._close_listeners()
+                    self._keepalive.stop()
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_listeners()
@@ -211,7 +217,7 @@ class Server:
         self._connections.add(ws)
         raised: Exception | None = None
         try:
-            async with ws._session():  # pyright: ignore[reportPrivateUsage]
+            async with ws._session(self._keepalive):  # pyright: ignore[reportPrivateUsage]
                 if self._closing is not None:
                     # Its 101 went out as aclose() began, which did not see it: close it here.
                     await ws.aclose(*self._closing)
