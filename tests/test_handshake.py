@@ -235,6 +235,33 @@ def test_valid_request_is_answered_101_with_the_rfc_accept_key() -> None:
     assert opened.subprotocol is None
 
 
+def test_opened_connection_keeps_both_heads_as_sent_on_the_wire() -> None:
+    """The opened connection's request and response headers are those on the wire: names as
+    sent, in order, repeated names kept, values without surrounding whitespace."""
+    data = build_request((*VALID_HEADERS, ("x-Custom", "  a  "), ("X-CUSTOM", "b")))
+    handshake = ServerHandshake(server_header="trio_ws-test")
+    assert handshake.receive_data(data) is not None
+    sent, opened = handshake.accept(
+        subprotocols=(), compression=None, max_size=None, headers=Headers([("X-Extra", "1")])
+    )
+    assert opened.request.headers.items() == [*VALID_HEADERS, ("x-Custom", "a"), ("X-CUSTOM", "b")]
+    assert opened.request.headers.get_all("x-custom") == ["a", "b"]
+    assert opened.response.headers.items() == [
+        tuple(line.split(": ", 1)) for line in sent.decode().split("\r\n")[1:-2]
+    ]
+    assert opened.response.headers["X-Extra"] == "1"
+
+
+def test_opened_request_headers_parse_from_a_head_with_bare_newlines() -> None:
+    """h11 accepts LF line endings as well as CRLF; the kept head parses the same."""
+    handshake = ServerHandshake(server_header=None)
+    assert handshake.receive_data(build_request().replace(b"\r\n", b"\n")) is not None
+    _, opened = handshake.accept(
+        subprotocols=(), compression=None, max_size=None, headers=Headers()
+    )
+    assert opened.request.headers.items() == list(VALID_HEADERS)
+
+
 def test_request_head_is_complete_only_at_its_last_byte() -> None:
     """Fed one byte at a time, the request is reported once, on its last byte, and not before."""
     handshake = ServerHandshake(server_header=None)

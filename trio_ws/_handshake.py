@@ -187,6 +187,7 @@ class ServerHandshake:
         self._request: h11.Request | None = None
         self._received = bytearray()  # the request so far: wsproto reads its head again
         self._head = b""
+        self._headers = Headers()  # the request's, once its head is in
 
     def receive_data(self, data: bytes | bytearray) -> Request | None:
         """Feed the client's bytes (b"" at EOF); return the request once its head is complete.
@@ -218,7 +219,7 @@ class ServerHandshake:
             raise self._head_too_large(head_size)
         self._head, self._received = bytes(self._received[:head_size]), bytearray()
         self._request = event
-        headers = _decode_pairs(event.headers)
+        self._headers = headers = _decode_pairs(event.headers.raw_items())
         self._check(event, headers)
         return Request(event.target.decode("ascii", "replace"), headers)
 
@@ -276,7 +277,7 @@ class ServerHandshake:
         """Answer 101; return the bytes to send and the opened connection's state."""
         assert self._request is not None
         event = self._request
-        request_headers = _decode_pairs(event.headers)
+        request_headers = self._headers
         offered = _comma_list(request_headers.get_all("Sec-WebSocket-Protocol"))
         subprotocol = next((name for name in subprotocols if name in offered), None)
         extensions: list[Extension] = (
@@ -309,8 +310,9 @@ class ServerHandshake:
         trailing, _ = self._h11.trailing_data
         if trailing:
             connection.receive_data(trailing)
-        request = Request(event.target.decode("ascii", "replace"), request_headers)
-        response = Response(101, _decode_pairs(response_headers))
+        # The connection keeps both heads as they were on the wire, parsed if ever read.
+        request = Request(event.target.decode("ascii", "replace"), Headers._from_head(self._head))  # pyright: ignore[reportPrivateUsage]
+        response = Response(101, Headers._from_head(data))  # pyright: ignore[reportPrivateUsage]
         return data, Opened(connection, request, response, subprotocol)
 
     def reject(self, status_code: int, message: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, cast
@@ -21,10 +22,11 @@ class Headers:
             pairs, kept in order; None for none.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_head", "_list")
 
     def __init__(self, items: HeadersLike | None = None) -> None:
-        self._items: list[tuple[str, str]] = []
+        self._list: list[tuple[str, str]] = []
+        self._head: bytes | None = None  # an HTTP head to parse into _list when first read
         if items is not None:
             if isinstance(items, Headers):
                 pairs: Iterable[tuple[str, str]] = items.items()
@@ -34,6 +36,24 @@ class Headers:
                 pairs = items
             for name, value in pairs:
                 self.add(name, value)
+
+    @classmethod
+    def _from_head(cls, head: bytes) -> Headers:
+        """The headers of a valid HTTP head (start line, header lines), parsed when first read.
+
+        A connection keeps its handshake's headers for its whole life, and most are never read:
+        one bytes object takes a fraction of the memory of their pairs of strings.
+        """
+        headers = cls()
+        headers._head = head
+        return headers
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        if self._head is not None:
+            self._list = _parse_head(self._head)
+            self._head = None
+        return self._list
 
     def add(self, name: str, value: str) -> None:
         """Append a header; earlier headers of the same name stay."""
@@ -78,6 +98,20 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def _parse_head(head: bytes) -> list[tuple[str, str]]:
+    """The (name, value) pairs of an HTTP head that h11 accepted: its header lines, decoded."""
+    items: list[tuple[str, str]] = []
+    for line in _LINE_END.split(head)[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(b":")
+        items.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
+    return items
 
 
 #: What ``additional_headers`` accepts: a :class:`Headers`, a mapping or (name, value) pairs.
