@@ -37,7 +37,7 @@ from trio_ws import http
 from trio_ws._handshake import Opened
 from trio_ws._protocol import FRAME_SIZE
 from trio_ws.client import ClientConnection
-from trio_ws.connection import Connection, State
+from trio_ws.connection import Connection, Data, State
 from trio_ws.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -924,6 +924,131 @@ async def test_close_between_the_frames_of_a_large_message_stops_it_there(side: 
             received += len(event.data)
         assert received in (FRAME_SIZE, 2 * FRAME_SIZE)
         await peer.stream.aclose()
+
+
+# -- who reads the socket ------------------------------------------------------------------
+
+
+class ReadTap(trio.abc.Stream):
+    """A stream that records which task makes each read that returns data."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self._inner = inner
+        self.readers: list[trio.lowlevel.Task] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._inner.receive_some(max_bytes)
+        if data:
+            self.readers.append(trio.lowlevel.current_task())
+        return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def with_read_tap(side: str, **options: Any) -> tuple[Connection, Peer, ReadTap]:
+    ours, theirs = memory_stream_pair()
+    tap = ReadTap(ours)
+    client_ws, server_ws = open_wsproto()
+    ws, peer_ws = (client_ws, server_ws) if side == "client" else (server_ws, client_ws)
+    return new_connection(side, tap, ws, **options), Peer(theirs, peer_ws), tap
+
+
+async def test_a_loop_over_recv_reads_the_socket_itself(side: str) -> None:
+    """Once a recv() has waited, the next ones read the socket in their own task: the reader
+    task hands over at most the first message."""
+    this, peer, tap = with_read_tap(side)
+    async with this._session():
+        for index in range(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer.send, TextMessage(data=f"m{index}"))
+                assert await this.recv() == f"m{index}"
+        me = trio.lowlevel.current_task()
+        assert len(tap.readers) == 5
+        assert tap.readers[1:] == [me] * 4
+        await peer.close()
+
+
+async def test_a_ping_read_by_a_receiver_is_answered_while_it_waits(side: str) -> None:
+    """A receiver that reads a ping leaves the pong to the reader task: it goes out while
+    recv() still waits for a message."""
+    this, peer, tap = with_read_tap(side)
+    async with this._session(), trio.open_nursery() as nursery:
+        received: list[tuple[Data, trio.lowlevel.Task]] = []
+
+        async def receive() -> None:
+            received.append((await this.recv(), trio.lowlevel.current_task()))
+
+        nursery.start_soon(receive)
+        await wait_all_tasks_blocked()
+        await peer.send(Ping(payload=b"p"))
+        assert await peer.receive() == Pong(payload=b"p")
+        assert received == []
+        await peer.send(TextMessage(data="after"))
+        await wait_all_tasks_blocked()
+        assert [message for message, _ in received] == ["after"]
+        assert tap.readers[-1] is received[0][1]  # the receiver read it
+        await peer.close()
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["reader-reads", "receiver-reads"])
+async def test_a_pong_goes_out_before_the_message_its_ping_came_in(side: str, warm: bool) -> None:
+    """A ping between the fragments of a message is answered before recv() returns that
+    message, whichever task read them, so an echo of the message follows the pong (RFC 6455
+    §5.5.2; Autobahn 5.6-5.8)."""
+    this, peer, tap, _, _ = with_tapped_peer(side)
+    async with this._session(), trio.open_nursery() as nursery:
+        if warm:  # a first message, so that the next recv() reads the socket itself
+            nursery.start_soon(peer.send, TextMessage(data="warm"))
+            assert await this.recv() == "warm"
+        returned: list[tuple[Data, int]] = []
+
+        async def receive() -> None:
+            message = await this.recv()
+            returned.append((message, len(tap.writes)))
+
+        nursery.start_soon(receive)
+        await wait_all_tasks_blocked()
+        await peer.send(
+            TextMessage(data="frag1", message_finished=False),
+            Ping(payload=b"p"),
+            TextMessage(data="frag2"),
+        )
+        assert await peer.receive() == Pong(payload=b"p")
+        await wait_all_tasks_blocked()
+        assert returned == [("frag1frag2", 1)]  # the pong was written already
+        await peer.close()
+
+
+async def test_the_reader_reads_again_10_ms_after_the_last_recv(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With no recv() waiting, the reader task reads again _READ_GRACE (10 ms) after the last
+    recv() that waited: a ping sent at once is answered then, one sent later at once."""
+    this, peer, tap = with_read_tap(side)
+    async with this._session():
+        for message in ("first", "second"):  # the second is read by this task
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer.send, TextMessage(data=message))
+                assert await this.recv() == message
+        start = trio.current_time()
+        await peer.send(Ping(payload=b"early"))
+        assert await peer.receive() == Pong(payload=b"early")
+        assert trio.current_time() == pytest.approx(start + 0.01)
+        await trio.sleep(5)
+        start = trio.current_time()
+        await peer.send(Ping(payload=b"late"))
+        assert await peer.receive() == Pong(payload=b"late")
+        assert trio.current_time() == start
+        assert tap.readers[1] is trio.lowlevel.current_task()
+        assert tap.readers[2] is not trio.lowlevel.current_task()
+        await peer.close()
 
 
 # -- failures ------------------------------------------------------------------------------

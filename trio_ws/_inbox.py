@@ -1,9 +1,11 @@
-"""A connection's receive queue: what the reader received and the application has not taken.
+"""A connection's receive queue: what was received and the application has not taken.
 
-How this works: the connection's reader task puts what the protocol reports, a message that
-arrived whole as itself and one that arrives in pieces piece by piece. The application takes a
-whole message with :meth:`Inbox.get` (which joins pieces) or the pieces of one message, as they
-arrive, through a :class:`MessageStream`. Only one task takes at a time.
+How this works: whoever reads the socket (the connection's reader task, or the taker itself)
+puts what the protocol reports, a message that arrived whole as itself and one that arrives in
+pieces piece by piece. The application takes a whole message with :meth:`Inbox.get` (which
+joins pieces) or the pieces of one message, as they arrive, through a :class:`MessageStream`.
+Only one task takes at a time; when there is nothing to take it calls ``pull``, which reads
+the socket or waits for the reader to (``Connection._pull``).
 
 Backpressure: after each read the reader asks :meth:`Inbox.is_full` and, while it says so,
 waits in :meth:`Inbox.wait_for_room` instead of reading the socket, so that TCP pushes back on
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -80,6 +82,7 @@ class Inbox:
         "_max_queue",
         "_mid_message",
         "_piece_size",
+        "_pull",
         "_room",
         "_streamed",
         "_taking",
@@ -87,8 +90,12 @@ class Inbox:
     )
 
     def __init__(
-        self, max_queue: int | None, closed_error: Callable[[], ConnectionClosed]
+        self,
+        max_queue: int | None,
+        closed_error: Callable[[], ConnectionClosed],
+        pull: Callable[[], Awaitable[None]],
     ) -> None:
+        self._pull = pull  # for a taker with nothing to take: make something arrive
         self._items: deque[Data | _Piece] = deque()
         self._complete = 0  # whole messages in _items; a final piece completes one
         self._piece_size = 0  # the length of the pieces in _items
@@ -138,8 +145,24 @@ class Inbox:
         )
 
     async def wait_for_room(self) -> None:
-        """Wait until something was taken, or the connection started closing."""
+        """Wait until something was taken, the connection started closing, or wake_reader()."""
         await self._room.park()
+
+    def wake_reader(self) -> None:
+        """End the reader's wait_for_room()."""
+        self._room.unpark_all()
+
+    async def wait_for_arrival(self) -> None:
+        """For ``pull``: wait until something is put, the inbox ends, or wake_taker()."""
+        await self._arrived.park()
+
+    def wake_taker(self) -> None:
+        """End the taker's wait_for_arrival(): it should pull again."""
+        self._arrived.unpark_all()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def start_closing(self) -> None:
         """From now on, never make the reader wait: it must read the peer's close frame."""
@@ -171,9 +194,9 @@ class Inbox:
                 if self._items and not self._whole_wanted:
                     self._whole_wanted = True
                     self._room.unpark_all()  # the reader may wait at the high-water mark
-                await self._arrived.park()
+                await self._pull()
                 parked = True
-            if not parked:  # waking from park() was this call's checkpoint
+            if not parked:  # pull() was this call's checkpoint
                 await trio.lowlevel.checkpoint()
             item = self._items.popleft()
             if type(item) is _Piece:
@@ -203,7 +226,7 @@ class Inbox:
                 if self._ended:
                     await trio.lowlevel.checkpoint()
                     raise self._closed_error()
-                await self._arrived.park()
+                await self._pull()
                 parked = True
             if not parked:
                 await trio.lowlevel.checkpoint()

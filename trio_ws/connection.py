@@ -1,23 +1,28 @@
 """An open WebSocket connection over a trio stream: the same API on the client and the server.
 
-How this works: a :class:`Connection` owns its stream and two background tasks, which run in a
-nursery opened by ``Connection._session()`` (inside ``connect()``'s context on the client,
-inside the server's per-connection task on the server):
+How this works: a :class:`Connection` owns its stream and a nursery opened by
+``Connection._session()`` (inside ``connect()``'s context on the client, inside the server's
+per-connection task on the server), where its background tasks run:
 
-- the reader reads the stream, feeds the frame protocol, puts messages and pieces of messages
-  in the inbox (``_inbox.py``, which makes it stop reading when full, so that TCP pushes back),
-  answers pings, settles pongs and plays its part in the closing handshake. It runs in a
-  shielded cancel scope of its own so that a cancelled body can still finish the closing
-  handshake; the session cancels it on exit. It alone marks the connection CLOSED and closes
-  the stream, unless a close times out or a write stalls.
-- the keepalive task pings every ``ping_interval`` seconds and fails the connection with 1011
-  when no pong comes within ``ping_timeout``, or when the write its ping waits behind makes no
-  progress for that long.
+- Reading: a receiver (``recv()``, ``recv_streaming()``) with nothing to take reads the stream
+  itself (``_pull``), feeds the frame protocol and puts messages and pieces in the inbox
+  (``_inbox.py``). While no receiver reads, the reader task does the same, and stops reading
+  while the inbox is full, so that TCP pushes back. The reader steps aside from the moment a
+  receiver waits until ``_READ_GRACE`` after a receiver's last read: a loop over ``recv()``
+  reads with no hand-off between tasks. Anything that needs a write (a pong, the answer to a
+  close frame, a failure) is left to the reader, since cancelling a receiver could cut a
+  frame. The reader runs in a shielded cancel scope of its own so that a cancelled body can
+  still finish the closing handshake; the session cancels it on exit. It alone marks the
+  connection CLOSED and closes the stream, unless a close times out or a write stalls.
+- Keepalive: a ``KeepaliveTimer`` (``_keepalive.py``; one per server, or one per client
+  connection) starts a ping round every ``ping_interval`` seconds, a short task that fails the
+  connection with 1011 when no pong comes within ``ping_timeout``, or when the write its ping
+  waits behind makes no progress for that long.
 
 Two locks order the writes: the send lock, held for each frame, so frames never interleave; the
 message lock, held by ``send()`` for a whole message, so that the frames of a fragmented
 message are not mixed with another message's (pings, pongs and the close frame may go between
-them). User tasks receive from the inbox.
+them).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ._keepalive import KeepaliveTimer, Timed
 from ._protocol import (
     FRAME_SIZE,
     CloseReceived,
+    Event,
     Failed,
     FragmentReceived,
     MessageReceived,
@@ -74,6 +80,9 @@ Address = tuple[str, int] | tuple[str, int, int, int]
 LoggerLike = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 _RECEIVE_SIZE = 64 * 1024
+# How long after a receiver's own read the reader waits before it reads again: receivers that
+# come back sooner (a loop over recv()) read for themselves, with no hand-off from the reader.
+_READ_GRACE = 0.01
 # A write longer than this goes out in chunks of it, and each chunk counts as progress.
 _WRITE_CHUNK = 256 * 1024
 # RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012 and 1013. Not 1014:
@@ -136,6 +145,9 @@ class Connection:
     """
 
     __slots__ = (
+        "_aside",
+        "_backlog",
+        "_backlog_done",
         "_close_rcvd",
         "_close_sent",
         "_close_timeout",
@@ -156,6 +168,11 @@ class Connection:
         "_ping_timeout",
         "_pings",
         "_protocol",
+        "_pull_ended_at",
+        "_pulling",
+        "_read_ended",
+        "_reader_done",
+        "_reader_reading",
         "_reader_scope",
         "_remote_address",
         "_request",
@@ -197,7 +214,17 @@ class Connection:
         self._remote_address = _address(sock.getpeername) if sock else None
 
         self._state = State.OPEN
-        self._inbox = Inbox(max_queue, self._closed_error)
+        self._inbox = Inbox(max_queue, self._closed_error, self._pull)
+        # Who reads the socket (see _pull and _read_until_closed):
+        self._pulling = False  # a receiver is in _pull()
+        self._pull_ended_at = -math.inf  # when a receiver last stopped waiting to receive
+        self._reader_reading = False  # the reader is in receive_some()
+        self._aside: trio.CancelScope | None = None  # the reader's wait while receivers read
+        self._read_ended = False  # a receiver met the end of the stream: the reader stops
+        # What came from a control frame on, for the reader to act on in order (see _take_in).
+        self._backlog: list[Event] = []
+        self._backlog_done: trio.Event | None = None  # set once the backlog is worked off
+        self._reader_done = False
         self._message_lock = trio.StrictFIFOLock()  # one data message at a time
         self._send_lock = trio.StrictFIFOLock()  # one frame at a time
         self._frame_cut = False  # a cancelled write may have cut a frame: no more writes
@@ -551,12 +578,20 @@ class Connection:
         async with self._send_lock:
             if self._protocol.close_sent or self._state is State.CLOSED:
                 return
+            # The first cause wins, whoever sends: the answer to the peer's close frame echoes
+            # its code, and a connection that failed says why it failed.
+            if self._close_rcvd is not None:
+                code, reason = self._close_rcvd[0], ""
+            elif self._failure is not None and self._failure[0] in _SENDABLE_CODES:
+                code, reason = self._failure[:2]
             data = self._protocol.send_close(code, reason)
             self._close_sent = (code, reason)
             if self._state is State.OPEN:
                 self._state = State.CLOSING
-            # The reader may be waiting for room in the queue: it must read the peer's answer.
+            # The reader may be waiting for room in the queue or aside: it must read the peer's
+            # answer, unless a receiver does.
             self._inbox.start_closing()
+            self._wake_reader()
             with suppress(ConnectionClosed):
                 await self._write(data)
 
@@ -677,6 +712,7 @@ class Connection:
         try:
             async with _groups.open_nursery() as nursery:
                 self._tasks = nursery
+                self._take_in(b"")  # frames that came with the handshake, if any
                 nursery.start_soon(self._read_loop)
                 if self._ping_interval is not None:
                     if keepalive is None:
@@ -716,31 +752,157 @@ class Connection:
             self._logger.exception("connection %s: internal error in the reader", self._id)
             self._record_failure(1011, "internal error", exc)
         finally:
+            self._reader_done = True
+            self._backlog_worked_off()
             await self._finish()
 
     async def _read_until_closed(self) -> None:
+        """The reader's loop. It steps aside while receivers read the socket themselves: from
+        the moment a receiver waits until ``_READ_GRACE`` after its last read, unless closing.
+        """
         inbox = self._inbox
-        data: bytes | bytearray = b""  # first, frames that came with the handshake
         while True:
-            for event in self._protocol.receive_data(data):
-                if isinstance(event, MessageReceived):  # the hot path: no coroutine to await
-                    inbox.put_message(event.data)
-                elif isinstance(event, FragmentReceived):
-                    inbox.put_piece(event.data, event.final)
-                elif not await self._handle(event):
-                    return
-            while inbox.is_full():
+            if self._backlog and not await self._work_off_backlog():
+                return
+            if self._read_ended:
+                return
+            if self._pulling or (
+                not inbox.closing and trio.current_time() < self._pull_ended_at + _READ_GRACE
+            ):
+                await self._step_aside()
+                continue
+            if inbox.is_full():
                 await inbox.wait_for_room()
+                continue
+            self._reader_reading = True
             try:
                 data = await self._stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._record_failure(1006, "connection lost", exc)
                 return
+            finally:
+                self._reader_reading = False
             if not data:
                 self._stop_receiving()
                 return
+            self._take_in(data)
 
-    async def _handle(self, event: PingReceived | PongReceived | CloseReceived | Failed) -> bool:
+    async def _step_aside(self) -> None:
+        """Wait while a receiver reads, until the grace after its last read or _wake_reader()."""
+        # A receiver waiting for this reader's read must now read for itself.
+        self._inbox.wake_taker()
+        deadline = math.inf if self._pulling else self._pull_ended_at + _READ_GRACE
+        with trio.CancelScope(deadline=deadline) as self._aside:
+            await trio.sleep_forever()
+        self._aside = None
+
+    def _wake_reader(self) -> None:
+        """End the reader's wait: aside, or for room in the inbox."""
+        self._inbox.wake_reader()
+        if self._aside is not None:
+            self._aside.cancel()
+
+    async def _pull(self) -> None:
+        """For a receiver with nothing to take: read the socket, or wait while the reader does.
+
+        Reading here saves the hand-off from the reader's task to the receiver's on every
+        message; the reader steps aside meanwhile. Always a checkpoint.
+        """
+        self._pulling = True
+        aside = self._aside
+        if aside is not None:
+            aside.deadline = math.inf  # no need to wake the reader while this pull lasts
+        try:
+            if self._backlog and not self._reader_done:
+                await self._wait_for_backlog()
+                return
+            if self._reader_reading or self._read_ended:
+                await self._inbox.wait_for_arrival()
+                return
+            try:
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._record_failure(1006, "connection lost", exc)
+                self._end_reading()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            if not data:
+                self._stop_receiving()
+                self._end_reading()
+                return
+            self._take_in(data)
+            if self._backlog and not self._reader_done:
+                await self._wait_for_backlog()
+        finally:
+            self._pulling = False
+            self._pull_ended_at = trio.current_time()
+            aside = self._aside
+            if aside is not None:
+                if self._inbox.closing:  # the reader must read the rest of the closing at once
+                    aside.cancel()
+                else:
+                    aside.deadline = self._pull_ended_at + _READ_GRACE
+
+    async def _work_off_backlog(self) -> bool:
+        """The reader acts on the backlog in order; False when it should stop."""
+        inbox, backlog = self._inbox, self._backlog
+        try:
+            while backlog:
+                event = backlog[0]  # popped once acted on: receivers wait while any is left
+                if isinstance(event, MessageReceived):
+                    inbox.put_message(event.data)
+                elif isinstance(event, FragmentReceived):
+                    inbox.put_piece(event.data, event.final)
+                elif isinstance(event, PongReceived):
+                    self._settle_pings(event.payload)
+                elif not await self._handle(event):
+                    backlog.clear()
+                    return False
+                del backlog[0]
+            return True
+        finally:
+            self._backlog_worked_off()
+
+    async def _wait_for_backlog(self) -> None:
+        if self._backlog_done is None:
+            self._backlog_done = trio.Event()
+        await self._backlog_done.wait()
+
+    def _backlog_worked_off(self) -> None:
+        if self._backlog_done is not None:
+            self._backlog_done.set()
+            self._backlog_done = None
+
+    def _end_reading(self) -> None:
+        """A receiver met the end of the stream: the reader must stop, and close it."""
+        self._read_ended = True
+        self._wake_reader()
+
+    def _take_in(self, data: bytes | bytearray) -> None:
+        """Feed bytes read from the stream to the protocol; queue what it reports.
+
+        Messages go to the inbox, up to the first event that may need a write (a ping, a close
+        frame, a failure): from there on, everything goes to the backlog, for the reader to act
+        on in order, so that a pong goes out before the messages that came after its ping
+        (RFC 6455 §5.5.2) are seen. A receiver does not write itself, since cancelling it
+        could cut a frame: it waits for the reader to work off the backlog.
+        """
+        inbox, backlog = self._inbox, self._backlog
+        for event in self._protocol.receive_data(data):
+            if backlog:
+                backlog.append(event)
+            elif isinstance(event, MessageReceived):  # the hot path
+                inbox.put_message(event.data)
+            elif isinstance(event, FragmentReceived):
+                inbox.put_piece(event.data, event.final)
+            elif isinstance(event, PongReceived):
+                self._settle_pings(event.payload)
+            else:
+                backlog.append(event)
+        if backlog:
+            self._wake_reader()
+
+    async def _handle(self, event: PingReceived | CloseReceived | Failed) -> bool:
         """Act on one control or failure event; return False when the reader should stop."""
         if isinstance(event, PingReceived):
             if self._protocol.can_send_data:
@@ -750,8 +912,6 @@ class Connection:
                             await self._write(self._protocol.send_pong(event.payload))
                         except ConnectionClosed:
                             return False  # _write recorded why; the reader must not raise.
-        elif isinstance(event, PongReceived):
-            self._settle_pings(event.payload)
         elif isinstance(event, CloseReceived):
             self._close_rcvd = (event.code, event.reason)
             self._stop_receiving()
