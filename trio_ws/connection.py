@@ -80,9 +80,10 @@ Address = tuple[str, int] | tuple[str, int, int, int]
 LoggerLike = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 _RECEIVE_SIZE = 64 * 1024
-# How long after a receiver's own read the reader waits before it reads again: receivers that
-# come back sooner (a loop over recv()) read for themselves, with no hand-off from the reader.
-_READ_GRACE = 0.01
+# How long after a receiver last waited the reader waits before it reads again: receivers that
+# come back sooner (a loop over recv(), even with a busy event loop) read for themselves, with
+# no hand-off from the reader. Control frames that come meanwhile wait for it, or for them.
+_READ_GRACE = 0.1
 # A write longer than this goes out in chunks of it, and each chunk counts as progress.
 _WRITE_CHUNK = 256 * 1024
 # RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012 and 1013. Not 1014:
