@@ -1051,6 +1051,36 @@ async def test_the_reader_reads_again_read_grace_after_the_last_recv(
         await peer.close()
 
 
+async def test_a_pong_or_close_awaited_is_read_at_once_after_a_recv(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Right after a recv() read the socket, the reader does not wait its grace while a ping
+    of ours waits for its pong, or a task waits in wait_closed(): ping() measures the real
+    round trip, and wait_closed() returns as soon as the peer closes."""
+    this, peer, _ = with_read_tap(side)
+    async with this._session(), trio.open_nursery() as nursery:
+        for message in ("first", "second"):  # the second is read by this task
+            nursery.start_soon(peer.send, TextMessage(data=message))
+            assert await this.recv() == message
+        rtts: list[float] = []
+
+        async def ping() -> None:
+            rtts.append(await this.ping(b"p"))
+
+        nursery.start_soon(ping)
+        assert await peer.receive() == Ping(payload=b"p")
+        await peer.send(Pong(payload=b"p"))
+        await wait_all_tasks_blocked()
+        assert rtts == [0.0]
+
+        nursery.start_soon(peer.send, TextMessage(data="third"))
+        assert await this.recv() == "third"
+        start = trio.current_time()
+        nursery.start_soon(peer.close)
+        await this.wait_closed()
+        assert trio.current_time() == start
+
+
 # -- failures ------------------------------------------------------------------------------
 
 

@@ -147,6 +147,7 @@ class Connection:
 
     __slots__ = (
         "_aside",
+        "_awaiting_close",
         "_backlog",
         "_backlog_done",
         "_close_rcvd",
@@ -226,6 +227,7 @@ class Connection:
         self._backlog: list[Event] = []
         self._backlog_done: trio.Event | None = None  # set once the backlog is worked off
         self._reader_done = False
+        self._awaiting_close = 0  # tasks in wait_closed()
         self._message_lock = trio.StrictFIFOLock()  # one data message at a time
         self._send_lock = trio.StrictFIFOLock()  # one frame at a time
         self._frame_cut = False  # a cancelled write may have cut a frame: no more writes
@@ -509,6 +511,7 @@ class Connection:
         pending = _PendingPing(trio.Event(), trio.current_time())
         self._pings[payload] = pending
         await self._write(self._protocol.send_ping(payload), cut_reason)
+        self._wake_reader()  # to read the pong at once, unless a receiver does
         return pending
 
     async def _wait_for_pong(self, payload: bytes, pending: _PendingPing) -> float:
@@ -563,7 +566,15 @@ class Connection:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its socket released."""
-        await self._closed.wait()
+        if self._closed.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        self._awaiting_close += 1
+        self._wake_reader()  # to read the closing handshake at once, unless a receiver does
+        try:
+            await self._closed.wait()
+        finally:
+            self._awaiting_close -= 1
 
     async def _close(self, code: int, reason: str) -> None:
         with trio.move_on_after(self._close_timeout):
@@ -768,7 +779,8 @@ class Connection:
             if self._read_ended:
                 return
             if self._pulling or (
-                not inbox.closing and trio.current_time() < self._pull_ended_at + _READ_GRACE
+                not self._reader_wanted()
+                and trio.current_time() < self._pull_ended_at + _READ_GRACE
             ):
                 await self._step_aside()
                 continue
@@ -787,6 +799,11 @@ class Connection:
                 self._stop_receiving()
                 return
             self._take_in(data)
+
+    def _reader_wanted(self) -> bool:
+        """Whether the reader should read now unless a receiver does: during the closing
+        handshake, while a ping waits for its pong, while a task waits in wait_closed()."""
+        return self._inbox.closing or bool(self._pings) or self._awaiting_close > 0
 
     async def _step_aside(self) -> None:
         """Wait while a receiver reads, until the grace after its last read or _wake_reader()."""
@@ -839,7 +856,7 @@ class Connection:
             self._pull_ended_at = trio.current_time()
             aside = self._aside
             if aside is not None:
-                if self._inbox.closing:  # the reader must read the rest of the closing at once
+                if self._reader_wanted():
                     aside.cancel()
                 else:
                     aside.deadline = self._pull_ended_at + _READ_GRACE
