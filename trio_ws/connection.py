@@ -770,7 +770,8 @@ class Connection:
 
     async def _read_until_closed(self) -> None:
         """The reader's loop. It steps aside while receivers read the socket themselves: from
-        the moment a receiver waits until ``_READ_GRACE`` after its last read, unless closing.
+        the moment a receiver waits until ``_READ_GRACE`` after the last one stopped, unless
+        the reader is wanted at once (``_reader_wanted``).
         """
         inbox = self._inbox
         while True:
@@ -806,7 +807,7 @@ class Connection:
         return self._inbox.closing or bool(self._pings) or self._awaiting_close > 0
 
     async def _step_aside(self) -> None:
-        """Wait while a receiver reads, until the grace after its last read or _wake_reader()."""
+        """Wait while a receiver reads, until the grace after it stopped, or _wake_reader()."""
         # A receiver waiting for this reader's read must now read for itself.
         self._inbox.wake_taker()
         deadline = math.inf if self._pulling else self._pull_ended_at + _READ_GRACE
