@@ -4,7 +4,9 @@ How this works: wsproto parses frames and tracks the closing handshake. This mod
 reports a message that arrives in one piece as a whole and one that arrives in pieces (frames,
 or parts of a frame split across reads) piece by piece, and enforces ``max_size``, which
 wsproto leaves to its users: checked while a message arrives, so an oversized one is never
-buffered whole (``_deflate`` bounds inflating the same way).
+buffered whole (``_deflate`` bounds inflating the same way). Going out, a message over
+``FRAME_SIZE`` is framed in pieces of that size, and wsproto masks with ``_masking``'s C code
+when it was built.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from wsproto.events import (
 
 from . import _masking
 from .exceptions import PayloadTooBig, ProtocolError, WebSocketError
+
+_masking.install()
 
 __all__ = [
     "FRAME_SIZE",
@@ -81,8 +85,6 @@ class Failed:
     reason: str
     error: WebSocketError
 
-
-_masking.install()
 
 Event = MessageReceived | FragmentReceived | PingReceived | PongReceived | CloseReceived | Failed
 
