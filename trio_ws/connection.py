@@ -790,16 +790,10 @@ class Connection:
                 continue
             self._reader_reading = True
             try:
-                data = await self._stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._record_failure(1006, "connection lost", exc)
-                return
+                if not await self._read_some():
+                    return
             finally:
                 self._reader_reading = False
-            if not data:
-                self._stop_receiving()
-                return
-            self._take_in(data)
 
     def _reader_wanted(self) -> bool:
         """Whether the reader should read now unless a receiver does: during the closing
@@ -838,18 +832,9 @@ class Connection:
             if self._reader_reading or self._read_ended:
                 await self._inbox.wait_for_arrival()
                 return
-            try:
-                data = await self._stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._record_failure(1006, "connection lost", exc)
-                self._end_reading()
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-            if not data:
-                self._stop_receiving()
+            if not await self._read_some():
                 self._end_reading()
                 return
-            self._take_in(data)
             if self._backlog and not self._reader_done:
                 await self._wait_for_backlog()
         finally:
@@ -864,17 +849,13 @@ class Connection:
 
     async def _work_off_backlog(self) -> bool:
         """The reader acts on the backlog in order; False when it should stop."""
-        inbox, backlog = self._inbox, self._backlog
+        backlog = self._backlog
         try:
             while backlog:
                 event = backlog[0]  # popped once acted on: receivers wait while any is left
-                if isinstance(event, MessageReceived):
-                    inbox.put_message(event.data)
-                elif isinstance(event, FragmentReceived):
-                    inbox.put_piece(event.data, event.final)
-                elif isinstance(event, PongReceived):
-                    self._settle_pings(event.payload)
-                elif not await self._handle(event):
+                if not self._deliver(event) and not await self._handle(
+                    cast("PingReceived | CloseReceived | Failed", event)
+                ):
                     backlog.clear()
                     return False
                 del backlog[0]
@@ -892,10 +873,39 @@ class Connection:
             self._backlog_done.set()
             self._backlog_done = None
 
+    async def _read_some(self) -> bool:
+        """Read once and take in what came; False at the end of the stream (recorded).
+
+        Always a checkpoint.
+        """
+        try:
+            data = await self._stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._record_failure(1006, "connection lost", exc)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return False
+        if not data:
+            self._stop_receiving()
+            return False
+        self._take_in(data)
+        return True
+
     def _end_reading(self) -> None:
         """A receiver met the end of the stream: the reader must stop, and close it."""
         self._read_ended = True
         self._wake_reader()
+
+    def _deliver(self, event: Event) -> bool:
+        """Act on a message, piece or pong; False, for an event that may need a write."""
+        if isinstance(event, MessageReceived):  # the hot path
+            self._inbox.put_message(event.data)
+        elif isinstance(event, FragmentReceived):
+            self._inbox.put_piece(event.data, event.final)
+        elif isinstance(event, PongReceived):
+            self._settle_pings(event.payload)
+        else:
+            return False
+        return True
 
     def _take_in(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the stream to the protocol; queue what it reports.
@@ -906,17 +916,9 @@ class Connection:
         (RFC 6455 §5.5.2) are seen. A receiver does not write itself, since cancelling it
         could cut a frame: it waits for the reader to work off the backlog.
         """
-        inbox, backlog = self._inbox, self._backlog
+        backlog = self._backlog
         for event in self._protocol.receive_data(data):
-            if backlog:
-                backlog.append(event)
-            elif isinstance(event, MessageReceived):  # the hot path
-                inbox.put_message(event.data)
-            elif isinstance(event, FragmentReceived):
-                inbox.put_piece(event.data, event.final)
-            elif isinstance(event, PongReceived):
-                self._settle_pings(event.payload)
-            else:
+            if backlog or not self._deliver(event):
                 backlog.append(event)
         if backlog:
             self._wake_reader()
