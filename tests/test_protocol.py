@@ -793,6 +793,32 @@ def test_peer_without_context_takeover_is_decoded(side: str) -> None:
         assert peer_events(peer, out) == [TextMessage(data="back " * 100)]
 
 
+# -- taking over wsproto's connection ------------------------------------------------------
+
+
+def test_frames_that_arrived_with_the_handshake_are_read(side: str) -> None:
+    """Bytes wsproto received with the handshake's last packet, before the Protocol existed,
+    are read by the Protocol's own parser."""
+    data = frame(side, TEXT, b"early") + frame(side, BINARY, b"ear")
+    ws = Connection(ConnectionType.CLIENT if side == "client" else ConnectionType.SERVER, [], data)
+    protocol = Protocol(ws, max_size=MiB)
+    assert protocol.receive_data(frame(side, BINARY, b"later")) == [
+        MessageReceived("early"),
+        MessageReceived(b"ear"),
+        MessageReceived(b"later"),
+    ]
+
+
+def test_a_connection_that_read_frames_cannot_be_taken_over(side: str) -> None:
+    """Protocol takes over a connection fresh from the handshake, not one halfway through a
+    message: it raises ValueError then."""
+    data = frame(side, TEXT, b"half", fin=False)
+    ws = Connection(ConnectionType.CLIENT if side == "client" else ConnectionType.SERVER, [], data)
+    assert [type(event) for event in ws.events()] == [TextMessage]
+    with pytest.raises(ValueError, match="before any frame"):
+        Protocol(ws, max_size=MiB)
+
+
 # -- messages that arrive in pieces --------------------------------------------------------
 
 

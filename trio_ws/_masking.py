@@ -1,55 +1,56 @@
-"""Frame masking in C for wsproto, when trio_ws was built with its extension.
+"""Frame masking (RFC 6455 §5.3) in C, when trio_ws was built with its extension.
 
-wsproto masks and unmasks payloads (RFC 6455 §5.3) in pure Python, about 0.8 ms per MiB on
-each side; ``trio_ws._speedups`` does it in about 0.04 ms. wsproto creates its maskers by the
-name ``wsproto.frame_protocol.XorMaskerSimple``, so ``install()`` puts ours under that name.
-That changes wsproto for the whole process, other wsproto users included, but only its speed:
-both produce the same bytes (tests/test_masking.py).
+wsproto masks and unmasks payloads in pure Python, about 0.8 ms per MiB on each side;
+``trio_ws._speedups`` does it in about 0.04 ms. trio_ws uses it for its own connections only:
+``_protocol`` gives each of them a frame writer and a frame parser (subclasses of wsproto's) that
+mask with :data:`mask` and unmask with :class:`CompiledMasker`. wsproto's modules are left as
+they are, so any other wsproto user in the process keeps wsproto's own masker. Without the
+extension, :data:`mask` and :data:`COMPILED_MASKER` are None and wsproto's masker does the work.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
-from wsproto import frame_protocol
+from wsproto.frame_protocol import XorMaskerSimple
 
-__all__ = ["COMPILED_MASKER", "Masker", "install"]
+__all__ = ["COMPILED_MASKER", "CompiledMasker", "mask"]
 
-
-class Masker(Protocol):
-    """wsproto's masker interface: masks a payload arriving in any number of parts."""
-
-    def __init__(self, masking_key: bytes | bytearray) -> None: ...
-
-    def process(self, data: bytes | bytearray) -> bytearray: ...
+Mask = Callable[[bytes | bytearray | memoryview, bytes, int], bytearray]
 
 
-def _compiled_masker() -> type[Masker] | None:
+def _load() -> Mask | None:
     try:
         from ._speedups import mask
     except ImportError:  # built without a C compiler: wsproto's own masker stays
         return None
+    return mask
 
-    class CompiledMasker:
-        __slots__ = ("_key", "_offset")
 
-        def __init__(self, masking_key: bytes | bytearray) -> None:
-            self._key = bytes(masking_key)
-            self._offset = 0  # where in the key the next part starts
+#: ``mask(data, key, offset)`` in C: data XOR the 4-byte key, starting at ``key[offset % 4]``;
+#: None when the extension was not built.
+mask: Mask | None = _load()
 
-        def process(self, data: bytes | bytearray) -> bytearray:
-            masked = mask(data, self._key, self._offset)
-            self._offset = (self._offset + len(data)) & 3
-            return masked
 
-    return CompiledMasker
+class CompiledMasker(XorMaskerSimple):
+    """wsproto's masker interface, in C: masks a payload arriving in any number of parts.
+
+    A subclass only so that it may stand where wsproto expects its own masker; it shares no
+    state with it. Use it only when :data:`mask` is not None.
+    """
+
+    __slots__ = ("_key", "_offset")
+
+    def __init__(self, masking_key: bytes | bytearray) -> None:
+        self._key = bytes(masking_key)
+        self._offset = 0  # where in the key the next part starts
+
+    def process(self, data: bytes | bytearray) -> bytearray:
+        assert mask is not None
+        masked = mask(data, self._key, self._offset)
+        self._offset = (self._offset + len(data)) & 3
+        return masked
 
 
 #: The masker in C, or None when the extension was not built.
-COMPILED_MASKER = _compiled_masker()
-
-
-def install() -> None:
-    """Make wsproto mask with ``COMPILED_MASKER``, if the extension was built."""
-    if COMPILED_MASKER is not None:
-        setattr(frame_protocol, "XorMaskerSimple", COMPILED_MASKER)  # noqa: B010
+COMPILED_MASKER: type[CompiledMasker] | None = CompiledMasker if mask is not None else None

@@ -5,12 +5,18 @@ reports a message that arrives in one piece as a whole and one that arrives in p
 or parts of a frame split across reads) piece by piece, and enforces ``max_size``, which
 wsproto leaves to its users: checked while a message arrives, so an oversized one is never
 buffered whole (``_deflate`` bounds inflating the same way). Going out, a message over
-``FRAME_SIZE`` is framed in pieces of that size, and wsproto masks with ``_masking``'s C code
-when it was built.
+``FRAME_SIZE`` is framed in pieces of that size.
+
+Masking: each Protocol replaces its wsproto connection's frame protocol (which only trio_ws
+holds) with ``_FrameProtocol``, a subclass whose writer masks with ``_masking``'s C code and
+whose parser (``_FrameDecoder``) unmasks with it, when the extension was built. wsproto's
+modules are never changed: other wsproto users in the process keep wsproto's own masker.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,11 +28,11 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, RsvBits
 
 from . import _masking
 from .exceptions import PayloadTooBig, ProtocolError, WebSocketError
-
-_masking.install()
 
 __all__ = [
     "FRAME_SIZE",
@@ -107,6 +113,85 @@ def _too_big(size: int, max_size: int) -> PayloadTooBig:
     return PayloadTooBig(f"message of over {size:,} bytes exceeds max_size={max_size:,}")
 
 
+class _FrameDecoder(FrameDecoder):
+    """wsproto's frame parser, unmasking with ``_masking``'s C code when it was built."""
+
+    def parse_header(self) -> bool:
+        buffer = self.buffer
+        # The header's bytes, read before wsproto consumes them: the masking key is among them.
+        head = bytes(buffer.buffer[buffer.bytes_used : buffer.bytes_used + 14])
+        if not super().parse_header():
+            return False
+        header = self.header
+        assert header is not None
+        if not self.client and _masking.COMPILED_MASKER is not None:
+            # wsproto refuses a length not in its shortest encoding, so the length tells where
+            # the key is: after 2 header bytes, and 2 or 8 more for a longer length.
+            length = header.payload_len
+            start = 2 if length < 126 else 4 if length < 1 << 16 else 10
+            self.masker = _masking.COMPILED_MASKER(head[start : start + 4])
+        return True
+
+
+class _FrameProtocol(FrameProtocol):
+    """wsproto's frame protocol with ``_FrameDecoder`` as its parser, masking in C when it can.
+
+    trio_ws gives each connection its own instance; wsproto's classes stay as they are.
+    """
+
+    def __init__(self, client: bool, extensions: list[Extension]) -> None:
+        super().__init__(client, extensions)
+        self._frame_decoder = _FrameDecoder(self.client, self.extensions)
+
+    def _serialize_frame(
+        self, opcode: Opcode, payload: bytes | bytearray = b"", fin: bool = True
+    ) -> bytearray:
+        mask = _masking.mask
+        if not self.client or mask is None:
+            return super()._serialize_frame(opcode, payload, fin)
+        # wsproto's framing, masking in C and without copying the payload first.
+        rsv = RsvBits(False, False, False)
+        for extension in reversed(self.extensions):
+            rsv, payload = extension.frame_outbound(self, opcode, rsv, bytes(payload), fin)
+        first = self._make_fin_rsv_opcode(fin, rsv, opcode)
+        length = len(payload)
+        if length < 126:
+            frame = bytearray((first, 0x80 | length))
+        elif opcode.iscontrol():
+            raise ValueError("payload too long for control frame")
+        elif length < 1 << 16:
+            frame = bytearray(struct.pack("!BBH", first, 0x80 | 126, length))
+        else:
+            frame = bytearray(struct.pack("!BBQ", first, 0x80 | 127, length))
+        # RFC 6455 §5.3: a fresh, unpredictable key for each frame.
+        key = os.urandom(4)
+        frame += key
+        frame += mask(payload, key, 0)
+        return frame
+
+
+def _take_over(ws: Connection) -> _FrameProtocol:
+    """Give ``ws`` a ``_FrameProtocol`` in place of wsproto's own, before any frame is read.
+
+    wsproto may hold bytes that arrived with the handshake (not parsed until its events are
+    read); they move over to the new parser.
+    """
+    old = ws._proto  # pyright: ignore[reportPrivateUsage]
+    decoder = old._frame_decoder  # pyright: ignore[reportPrivateUsage]
+    started = (
+        decoder.header is not None
+        or decoder.buffer.bytes_used
+        or old._message_decoder.opcode is not None  # pyright: ignore[reportPrivateUsage]
+        or old._outbound_opcode is not None  # pyright: ignore[reportPrivateUsage]
+    )
+    if started:
+        raise ValueError("a Protocol must wrap a connection before any frame is read or sent")
+    new = _FrameProtocol(old.client, old.extensions)
+    new.receive_bytes(bytes(decoder.buffer.buffer))
+    ws._proto = new  # pyright: ignore[reportPrivateUsage]
+    return new
+
+
 class Protocol:
     """One open WebSocket connection's framing state.
 
@@ -118,6 +203,7 @@ class Protocol:
 
     def __init__(self, ws: Connection, *, max_size: int | None) -> None:
         self._ws = ws
+        self._frames = _take_over(ws)
         self._max_size = max_size
         self._in_message = False  # some pieces of the current message were reported
         self._size = 0
