@@ -6,6 +6,7 @@ the peer with wsproto itself or with frames built byte by byte.
 
 from __future__ import annotations
 
+import random
 import struct
 import tracemalloc
 import zlib
@@ -42,13 +43,16 @@ from trio_ws.exceptions import PayloadTooBig, ProtocolError
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 MiB = 2**20
+MASKING_KEY = b"\x5a\xc3\x0f\x96"
 
 
 class JoiningProtocol(Protocol):
     """Our Protocol, with the pieces of each message joined into one event, as recv() does."""
 
-    def __init__(self, ws: Connection, *, max_size: int | None) -> None:
-        super().__init__(ws, max_size=max_size)
+    def __init__(
+        self, ws: Connection, *, max_size: int | None, max_fragment_size: int | None = None
+    ) -> None:
+        super().__init__(ws, max_size=max_size, max_fragment_size=max_fragment_size)
         self.pieces: list[str | bytes] = []
 
     def receive_data(self, data: bytes | bytearray) -> list[Event]:
@@ -71,6 +75,7 @@ def open_protocol(
     side: str,
     *,
     max_size: int | None = MiB,
+    max_fragment_size: int | None = None,
     compression: bool = False,
     peer_extension: Extension | None = None,
     joined: bool = True,
@@ -97,7 +102,34 @@ def open_protocol(
     ws, peer = (client, server) if side == "client" else (server, client)
     protocol_type = JoiningProtocol if joined else Protocol
     assert ws.connection is not None
-    return protocol_type(ws.connection, max_size=max_size), peer
+    return protocol_type(
+        ws.connection, max_size=max_size, max_fragment_size=max_fragment_size
+    ), peer
+
+
+def header(
+    side: str,
+    opcode: int,
+    length: int,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    rsv2: bool = False,
+    masked: bool | None = None,
+) -> bytes:
+    """The header of a frame from the peer of ``side`` announcing ``length`` payload bytes,
+    masking key included (masked when the peer is a client)."""
+    if masked is None:
+        masked = side == "server"
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | opcode
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        head = struct.pack("!BB", first, mask_bit | length)
+    elif length < 2**16:
+        head = struct.pack("!BBH", first, mask_bit | 126, length)
+    else:
+        head = struct.pack("!BBQ", first, mask_bit | 127, length)
+    return head + MASKING_KEY if masked else head
 
 
 def frame(
@@ -113,23 +145,15 @@ def frame(
     """One frame from the peer of ``side``, built by hand: masked when the peer is a client."""
     if masked is None:
         masked = side == "server"
-    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | (0x20 if rsv2 else 0) | opcode
-    mask_bit = 0x80 if masked else 0
-    length = len(payload)
-    if length < 126:
-        head = struct.pack("!BB", first, mask_bit | length)
-    elif length < 2**16:
-        head = struct.pack("!BBH", first, mask_bit | 126, length)
-    else:
-        head = struct.pack("!BBQ", first, mask_bit | 127, length)
+    head = header(side, opcode, len(payload), fin=fin, rsv1=rsv1, rsv2=rsv2, masked=masked)
     if not masked:
         return head + payload
-    key = b"\x5a\xc3\x0f\x96"
-    keystream = (key * (length // 4 + 1))[:length]
+    length = len(payload)
+    keystream = (MASKING_KEY * (length // 4 + 1))[:length]
     masked_payload = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(
         length, "big"
     )
-    return head + key + masked_payload
+    return head + masked_payload
 
 
 def peer_events(peer: WSConnection, data: bytes) -> list[WSEvent]:
@@ -256,16 +280,15 @@ def test_size_count_restarts_with_each_message(side: str) -> None:
 
 
 def test_oversized_message_fails_before_it_is_all_received(side: str) -> None:
-    """A frame announcing 10 MB fails as soon as max_size + 1 bytes of it have arrived."""
+    """A frame announcing 10 MB fails with the first read, which holds its header."""
     protocol, _ = open_protocol(side, max_size=1000)
     data = frame(side, BINARY, b"\x00" * 10**7)
-    header = len(data) - 10**7
     fed = 0
     for events in feed_in_chunks(protocol, data, 100):
         fed += 100
         if events:
             break
-    assert fed - header <= 1000 + 100
+    assert fed == 100
     [event] = events
     assert isinstance(event, Failed)
     assert event.code == 1009
@@ -285,6 +308,143 @@ def test_no_limit_when_max_size_is_none(side: str) -> None:
     assert protocol.receive_data(peer.send(BytesMessage(b"x" * 3 * MiB))) == [
         MessageReceived(b"x" * 3 * MiB)
     ]
+
+
+def only_too_big(events: list[Event]) -> PayloadTooBig:
+    """The one event: a Failed with 1009 and a PayloadTooBig, which it returns."""
+    [event] = events
+    assert isinstance(event, Failed)
+    assert event.code == 1009
+    assert isinstance(event.error, PayloadTooBig)
+    return event.error
+
+
+# -- limits checked from the frame header --------------------------------------------------
+
+
+def test_header_announcing_2_gib_fails_before_any_payload(side: str) -> None:
+    """After the handshake, the peer sends only the header of a binary frame announcing 2 GiB
+    (14 bytes from a client): 1009 at once, not a wait for a payload that never comes."""
+    protocol, _ = open_protocol(side)
+    data = header(side, BINARY, 2**31)
+    assert len(data) == (14 if side == "server" else 10)
+    error = only_too_big(protocol.receive_data(data))
+    assert str(error) == "message of 2,147,483,648 bytes exceeds max_size=1,048,576"
+    assert not protocol.can_send_data
+    assert protocol.receive_data(b"\x00" * 100) == []
+
+
+@pytest.mark.parametrize(("length", "refused"), [(125, False), (126, True), (2**16, True)])
+def test_header_is_checked_against_max_size_inclusively(
+    side: str, length: int, refused: bool
+) -> None:
+    """A header announcing max_size waits for its payload; one byte more fails at once, in
+    each length encoding (7, 16 and 64 bits)."""
+    protocol, _ = open_protocol(side, max_size=125)
+    events = protocol.receive_data(header(side, TEXT, length))
+    if refused:
+        only_too_big(events)
+    else:
+        assert events == []
+
+
+def test_header_fed_byte_by_byte_fails_once_it_is_whole(side: str) -> None:
+    """wsproto parses the header, masking key included; the check follows its last byte."""
+    protocol, _ = open_protocol(side, max_size=1000)
+    data = header(side, BINARY, 2**20)
+    for index in range(len(data) - 1):
+        assert protocol.receive_data(data[index : index + 1]) == []
+    only_too_big(protocol.receive_data(data[-1:]))
+
+
+@pytest.mark.parametrize(("length", "refused"), [(200, False), (201, True)])
+def test_header_of_a_fragment_is_checked_with_the_message_so_far(
+    side: str, length: int, refused: bool
+) -> None:
+    """800 bytes of a message received, then a header announcing 201 more, against
+    max_size=1000: 1009 at that header. Control frames between fragments do not count."""
+    protocol, _ = open_protocol(side, max_size=1000)
+    data = frame(side, BINARY, b"a" * 400, fin=False) + frame(side, PING, b"p" * 125)
+    data += frame(side, CONTINUATION, b"b" * 400, fin=False)
+    assert protocol.receive_data(data) == [PingReceived(b"p" * 125)]
+    events = protocol.receive_data(header(side, CONTINUATION, length, fin=False))
+    if refused:
+        assert str(only_too_big(events)) == (
+            "message of at least 1,001 bytes exceeds max_size=1,000"
+        )
+    else:
+        assert events == []
+
+
+@pytest.mark.parametrize(("length", "refused"), [(3024, False), (3025, True)])
+def test_compressed_header_fails_only_past_what_deflate_could_honestly_send(
+    side: str, length: int, refused: bool
+) -> None:
+    """A compressed frame announces its compressed length, which may exceed what it inflates
+    to: its header fails only past twice max_size plus 1 KiB."""
+    protocol, _ = open_protocol(side, compression=True, max_size=1000)
+    events = protocol.receive_data(header(side, BINARY, length, rsv1=True))
+    if refused:
+        assert str(only_too_big(events)) == (
+            "compressed message of 3,025 bytes exceeds max_size=1,000"
+        )
+    else:
+        assert events == []
+
+
+def test_incompressible_message_of_max_size_is_accepted_compressed(side: str) -> None:
+    """Compressing random bytes makes them longer; the message of max_size still passes."""
+    protocol, _ = open_protocol(side, compression=True, max_size=1000)
+    payload = random.Random(0).randbytes(1000)
+    [compressed] = deflate_fragments(payload)
+    assert len(compressed) > 1000
+    assert protocol.receive_data(frame(side, BINARY, compressed, rsv1=True)) == [
+        MessageReceived(payload)
+    ]
+
+
+# -- max_fragment_size ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("length", "refused"), [(100, False), (101, True)])
+@pytest.mark.parametrize("max_size", [MiB, None])
+def test_frame_over_max_fragment_size_fails_from_its_header(
+    side: str, length: int, refused: bool, max_size: int | None
+) -> None:
+    """A frame announcing more than max_fragment_size fails at its header, first frame or
+    continuation, with or without max_size; exactly max_fragment_size waits for its payload."""
+    protocol, _ = open_protocol(side, max_size=max_size, max_fragment_size=100)
+    assert protocol.receive_data(frame(side, TEXT, b"a" * 100, fin=False)) == []
+    events = protocol.receive_data(header(side, CONTINUATION, length))
+    if refused:
+        assert str(only_too_big(events)) == "frame of 101 bytes exceeds max_fragment_size=100"
+    else:
+        assert events == []
+
+
+def test_message_may_exceed_max_fragment_size_in_smaller_frames(side: str) -> None:
+    """max_fragment_size bounds each frame, max_size the message: ten frames of 100 bytes
+    make a message of 1,000 with max_fragment_size=100."""
+    protocol, _ = open_protocol(side, max_size=1000, max_fragment_size=100)
+    data = b"".join(
+        frame(side, BINARY if i == 0 else CONTINUATION, b"x" * 100, fin=False) for i in range(9)
+    )
+    data += frame(side, CONTINUATION, b"x" * 100)
+    assert protocol.receive_data(data) == [MessageReceived(b"x" * 1000)]
+
+
+def test_compressed_frame_is_measured_against_max_fragment_size_after_inflating(
+    side: str,
+) -> None:
+    """max_fragment_size bounds what a compressed frame inflates to: two frames of 1,000
+    bytes each pass with max_fragment_size=1000; a frame of 1,001 fails."""
+    protocol, _ = open_protocol(side, compression=True, max_fragment_size=1000)
+    first, second = deflate_fragments(b"\x00" * 1000, b"\x01" * 1000)
+    data = frame(side, BINARY, first, fin=False, rsv1=True) + frame(side, CONTINUATION, second)
+    assert protocol.receive_data(data) == [MessageReceived(b"\x00" * 1000 + b"\x01" * 1000)]
+    [over] = deflate_fragments(b"\x00" * 1001)
+    error = only_too_big(protocol.receive_data(frame(side, BINARY, over, rsv1=True)))
+    assert "max_fragment_size" in str(error)
 
 
 # -- failures ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from wsproto.frame_protocol import XorMaskerSimple
 
 __all__ = ["COMPILED_MASKER", "CompiledMasker", "mask"]
 
-Mask = Callable[[bytes | bytearray | memoryview, bytes, int], bytearray]
+Mask = Callable[[bytes | bytearray | memoryview, bytes | bytearray, int], bytearray]
 
 
 def _load() -> Mask | None:
@@ -42,7 +42,11 @@ class CompiledMasker(XorMaskerSimple):
     __slots__ = ("_key", "_offset")
 
     def __init__(self, masking_key: bytes | bytearray) -> None:
-        self._key = bytes(masking_key)
+        self.restart(masking_key)
+
+    def restart(self, masking_key: bytes | bytearray) -> None:
+        """Start again with a new key, for a new frame."""
+        self._key = masking_key
         self._offset = 0  # where in the key the next part starts
 
     def process(self, data: bytes | bytearray) -> bytearray:

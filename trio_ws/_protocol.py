@@ -2,10 +2,24 @@
 
 How this works: wsproto parses frames and tracks the closing handshake. This module feeds it,
 reports a message that arrives in one piece as a whole and one that arrives in pieces (frames,
-or parts of a frame split across reads) piece by piece, and enforces ``max_size``, which
-wsproto leaves to its users: checked while a message arrives, so an oversized one is never
-buffered whole (``_deflate`` bounds inflating the same way). Going out, a message over
-``FRAME_SIZE`` is framed in pieces of that size.
+or parts of a frame split across reads) piece by piece, and enforces the size limits, which
+wsproto leaves to its users. Going out, a message over ``FRAME_SIZE`` is framed in pieces of
+that size.
+
+Limits: ``max_size`` bounds a message, ``max_fragment_size`` a frame, in payload bytes (text
+counted as UTF-8); over either, the connection fails with 1009 and PayloadTooBig. They are
+checked as soon as wsproto has parsed each frame's header, so an oversized message is neither
+buffered nor waited for:
+
+- An uncompressed frame announces its payload exactly: it fails at its header when it is over
+  max_fragment_size, or when the frames of its message before it plus its announced length are
+  over max_size, before any of its payload arrives.
+- A compressed frame (permessage-deflate) announces its compressed length, and the limits bound
+  what it inflates to: that is checked as it inflates (``_deflate`` never inflates more than
+  max_size + 1 bytes of a message). Compressed data can be longer than what it inflates to,
+  but little for any honest compressor (zlib's worst case is about 14%, plus a few bytes per
+  frame), so a compressed frame fails at its header when it, or its message's compressed bytes
+  so far, exceed twice the limit plus 1 KiB: only padding gets there.
 
 Masking: each Protocol replaces its wsproto connection's frame protocol (which only trio_ws
 holds) with ``_FrameProtocol``, a subclass whose writer masks with ``_masking``'s C code and
@@ -15,10 +29,12 @@ modules are never changed: other wsproto users in the process keep wsproto's own
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -29,7 +45,16 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension
-from wsproto.frame_protocol import FrameDecoder, FrameProtocol, Opcode, RsvBits
+from wsproto.frame_protocol import (
+    CloseReason,
+    Frame,
+    FrameDecoder,
+    FrameProtocol,
+    Header,
+    Opcode,
+    ParseFailed,
+    RsvBits,
+)
 
 from . import _masking
 from .exceptions import PayloadTooBig, ProtocolError, WebSocketError
@@ -101,10 +126,6 @@ Event = MessageReceived | FragmentReceived | PingReceived | PongReceived | Close
 FRAME_SIZE = 64 * 1024
 
 
-def _utf8_length(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
 def _byte_length(data: bytes | bytearray | memoryview) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
 
@@ -113,24 +134,155 @@ def _too_big(size: int, max_size: int) -> PayloadTooBig:
     return PayloadTooBig(f"message of over {size:,} bytes exceeds max_size={max_size:,}")
 
 
+def _announced_limit(limit: int | None, *, compressed: bool = False) -> float:
+    """The most payload bytes headers may announce under ``limit`` (None: no limit).
+
+    Compressed, the most that honestly inflate to ``limit`` bytes or fewer: deflate expands
+    incompressible data by at most about 14% (zlib's deflateBound), plus a few bytes for each
+    flush (one per frame, RFC 7692 §7.2.1); twice the limit and 1 KiB leave room for any honest
+    compressor, and refuse only padding.
+    """
+    if limit is None:
+        return math.inf
+    return 2 * limit + 1024 if compressed else limit
+
+
 class _FrameDecoder(FrameDecoder):
-    """wsproto's frame parser, unmasking with ``_masking``'s C code when it was built."""
+    """wsproto's frame parser, unmasking in C when it can, and refusing a frame over the limits
+    as soon as wsproto has parsed its header.
+
+    A refusal raises wsproto's ParseFailed with 1009, which wsproto reports as a
+    CloseConnection event, as it does the errors it finds itself; ``too_big`` says why.
+    """
+
+    def __init__(
+        self,
+        client: bool,
+        extensions: list[Extension],
+        *,
+        max_size: int | None,
+        max_fragment_size: int | None,
+    ) -> None:
+        super().__init__(client, extensions)
+        self._max_size = max_size
+        self._max_fragment_size = max_fragment_size
+        self.too_big: PayloadTooBig | None = None
+        # One masker for all frames (one frame is read at a time), restarted at each header.
+        compiled = None if client else _masking.COMPILED_MASKER
+        self._unmasker = None if compiled is None else compiled(b"\x00" * 4)
+        # The most payload headers may announce: for a frame, for a message so far; as plain
+        # and as compressed data. Set at each message's first frame.
+        self._limits = (_announced_limit(max_fragment_size), _announced_limit(max_size))
+        self._compressed_limits = (
+            _announced_limit(max_fragment_size, compressed=True),
+            _announced_limit(max_size, compressed=True),
+        )
+        self._frame_limit, self._message_limit = self._limits
+        # The message being read: from its first frame's header to its last frame's.
+        self._in_message = False
+        self._compressed = False  # RSV1 on its first frame (permessage-deflate)
+        self._announced = 0  # payload bytes its frames' headers announced so far
 
     def parse_header(self) -> bool:
-        buffer = self.buffer
-        # The header's bytes, read before wsproto consumes them: the masking key is among them.
-        head = bytes(buffer.buffer[buffer.bytes_used : buffer.bytes_used + 14])
+        unmasker = self._unmasker
+        # The header's bytes, before wsproto consumes them: the masking key is among them.
+        used = self.buffer.bytes_used
+        head = self.buffer.buffer[used : used + 14] if unmasker is not None else b""
         if not super().parse_header():
             return False
         header = self.header
         assert header is not None
-        if not self.client and _masking.COMPILED_MASKER is not None:
+        length = header.payload_len
+        if unmasker is not None:
             # wsproto refuses a length not in its shortest encoding, so the length tells where
             # the key is: after 2 header bytes, and 2 or 8 more for a longer length.
-            length = header.payload_len
             start = 2 if length < 126 else 4 if length < 1 << 16 else 10
-            self.masker = _masking.COMPILED_MASKER(head[start : start + 4])
+            unmasker.restart(head[start : start + 4])
+            self.masker = unmasker
+        opcode = header.opcode
+        if opcode is Opcode.CONTINUATION:
+            if not self._in_message:
+                return True  # wsproto refuses it with 1002 (unexpected continuation)
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._in_message:
+                return True  # wsproto refuses it with 1002 (a new message inside one)
+            self._start_message(header)
+        else:
+            return True  # a control frame
+        self._in_message = not header.fin
+        self._announced += length
+        # An uncompressed frame announces its payload exactly: refuse it now, not after waiting
+        # for a payload that may never come. A compressed one only bounds what it inflates to.
+        if length > self._frame_limit or self._announced > self._message_limit:
+            self._refuse_header(header)
         return True
+
+    def _start_message(self, header: Header) -> None:
+        self._compressed = header.rsv.rsv1
+        self._announced = 0
+        limits = self._compressed_limits if self._compressed else self._limits
+        self._frame_limit, self._message_limit = limits
+
+    def _refuse_header(self, header: Header) -> NoReturn:
+        kind = "compressed " if self._compressed else ""
+        length = header.payload_len
+        if length > self._frame_limit:
+            limit = self._max_fragment_size
+            self._refuse(f"{kind}frame of {length:,} bytes exceeds max_fragment_size={limit:,}")
+        so_far = "" if header.fin else "at least "
+        self._refuse(
+            f"{kind}message of {so_far}{self._announced:,} bytes exceeds "
+            f"max_size={self._max_size:,}"
+        )
+
+    def _refuse(self, reason: str) -> NoReturn:
+        self.too_big = PayloadTooBig(reason)
+        raise ParseFailed(reason, CloseReason.MESSAGE_TOO_BIG)
+
+
+class _InflatingFrameDecoder(_FrameDecoder):
+    """``_FrameDecoder`` for a connection with an extension (permessage-deflate): also measures
+    compressed messages and frames as they inflate."""
+
+    def __init__(
+        self,
+        client: bool,
+        extensions: list[Extension],
+        *,
+        max_size: int | None,
+        max_fragment_size: int | None,
+    ) -> None:
+        super().__init__(
+            client, extensions, max_size=max_size, max_fragment_size=max_fragment_size
+        )
+        self._inflated = 0  # bytes inflated so far: of the message...
+        self._frame_inflated = 0  # ...and of the frame
+
+    def parse_header(self) -> bool:
+        if not super().parse_header():
+            return False
+        self._frame_inflated = 0
+        return True
+
+    def _start_message(self, header: Header) -> None:
+        super()._start_message(header)
+        self._inflated = 0
+
+    def process_buffer(self) -> Frame | None:
+        frame = super().process_buffer()
+        if frame is None or not self._compressed or frame.opcode.iscontrol():
+            return frame
+        # ``_deflate`` already stops inflating a message past max_size + 1 bytes.
+        size = len(frame.payload)
+        self._inflated += size
+        self._frame_inflated += size
+        limit = self._max_fragment_size
+        if limit is not None and self._frame_inflated > limit:
+            self._refuse(f"frame inflating to over {limit:,} bytes exceeds max_fragment_size")
+        limit = self._max_size
+        if limit is not None and self._inflated > limit:
+            self._refuse(f"message inflating to over {limit:,} bytes exceeds max_size")
+        return frame
 
 
 class _FrameProtocol(FrameProtocol):
@@ -139,9 +291,23 @@ class _FrameProtocol(FrameProtocol):
     trio_ws gives each connection its own instance; wsproto's classes stay as they are.
     """
 
-    def __init__(self, client: bool, extensions: list[Extension]) -> None:
+    def __init__(
+        self,
+        client: bool,
+        extensions: list[Extension],
+        *,
+        max_size: int | None,
+        max_fragment_size: int | None,
+    ) -> None:
         super().__init__(client, extensions)
-        self._frame_decoder = _FrameDecoder(self.client, self.extensions)
+        decoder_type = _InflatingFrameDecoder if self.extensions else _FrameDecoder
+        self.decoder = decoder_type(
+            self.client,
+            self.extensions,
+            max_size=max_size,
+            max_fragment_size=max_fragment_size,
+        )
+        self._frame_decoder = self.decoder
 
     def _serialize_frame(
         self, opcode: Opcode, payload: bytes | bytearray = b"", fin: bool = True
@@ -170,7 +336,9 @@ class _FrameProtocol(FrameProtocol):
         return frame
 
 
-def _take_over(ws: Connection) -> _FrameProtocol:
+def _take_over(
+    ws: Connection, *, max_size: int | None, max_fragment_size: int | None
+) -> _FrameProtocol:
     """Give ``ws`` a ``_FrameProtocol`` in place of wsproto's own, before any frame is read.
 
     wsproto may hold bytes that arrived with the handshake (not parsed until its events are
@@ -186,7 +354,9 @@ def _take_over(ws: Connection) -> _FrameProtocol:
     )
     if started:
         raise ValueError("a Protocol must wrap a connection before any frame is read or sent")
-    new = _FrameProtocol(old.client, old.extensions)
+    new = _FrameProtocol(
+        old.client, old.extensions, max_size=max_size, max_fragment_size=max_fragment_size
+    )
     new.receive_bytes(bytes(decoder.buffer.buffer))
     ws._proto = new  # pyright: ignore[reportPrivateUsage]
     return new
@@ -199,14 +369,17 @@ class Protocol:
         ws: the wsproto connection that the opening handshake opened.
         max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
             None for no limit.
+        max_fragment_size: the largest frame accepted, in payload bytes; None for no limit.
+            With max_size, websockets' ``max_size=(max_message_size, max_fragment_size)``.
     """
 
-    def __init__(self, ws: Connection, *, max_size: int | None) -> None:
+    def __init__(
+        self, ws: Connection, *, max_size: int | None, max_fragment_size: int | None = None
+    ) -> None:
         self._ws = ws
-        self._frames = _take_over(ws)
+        self._frames = _take_over(ws, max_size=max_size, max_fragment_size=max_fragment_size)
         self._max_size = max_size
         self._in_message = False  # some pieces of the current message were reported
-        self._size = 0
         self._failed = False
 
     @property
@@ -244,14 +417,7 @@ class Protocol:
         self, event: TextMessage | BytesMessage
     ) -> MessageReceived | FragmentReceived | Failed | None:
         data = event.data if isinstance(event.data, str | bytes) else bytes(event.data)
-        if self._max_size is not None:
-            size = _utf8_length(data) if isinstance(data, str) else len(data)
-            self._size += size
-            if self._size > self._max_size:
-                self._failed = True
-                return Failed(1009, "message too big", _too_big(self._size, self._max_size))
         if event.message_finished:
-            self._size = 0
             if not self._in_message:
                 return MessageReceived(data)
             self._in_message = False
@@ -270,8 +436,11 @@ class Protocol:
         code = int(event.code)
         reason = event.reason or "protocol error"
         if code == 1009:
-            assert self._max_size is not None
-            error: WebSocketError = _too_big(self._max_size, self._max_size)
+            # Refused by our parser, which says why, or by _deflate while inflating.
+            error: WebSocketError | None = self._frames.decoder.too_big
+            if error is None:
+                assert self._max_size is not None
+                error = _too_big(self._max_size, self._max_size)
             return Failed(code, "message too big", error)
         return Failed(code, _close_reason_for(code), ProtocolError(reason))
 
