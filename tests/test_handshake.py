@@ -21,7 +21,7 @@ from trio_ws._handshake import (
 )
 from trio_ws._uri import parse_uri
 from trio_ws.exceptions import InvalidHandshake, InvalidStatus
-from trio_ws.http import Headers, Request, Response
+from trio_ws.http import Headers, Request, Response, headers_from_head
 
 # RFC 6455 §1.3: the example key and the Sec-WebSocket-Accept it calls for.
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -260,6 +260,21 @@ def test_opened_request_headers_parse_from_a_head_with_bare_newlines() -> None:
         subprotocols=(), compression=None, max_size=None, headers=Headers()
     )
     assert opened.request.headers.items() == list(VALID_HEADERS)
+
+
+def test_headers_from_head_behave_like_headers_built_from_their_pairs() -> None:
+    """http.headers_from_head (what the handshake keeps) is a Headers like any other: equal to
+    one built from the same pairs, copied by Headers(), added to, never parsed twice wrong."""
+    head = build_request((*VALID_HEADERS, ("X-A", "1"), ("x-a", " 2 ")))
+    pairs = [*VALID_HEADERS, ("X-A", "1"), ("x-a", "2")]
+    lazy = headers_from_head(head)
+    assert type(lazy) is Headers
+    assert lazy == Headers(pairs)
+    assert Headers(headers_from_head(head)).items() == pairs
+    assert headers_from_head(head).get_all("X-A") == ["1", "2"]
+    lazy.add("X-B", "3")
+    assert lazy.items() == [*pairs, ("X-B", "3")]
+    assert repr(headers_from_head(b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n")) == "Headers([('A', 'b')])"
 
 
 def test_request_head_is_complete_only_at_its_last_byte() -> None:

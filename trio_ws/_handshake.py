@@ -26,7 +26,7 @@ from wsproto.utilities import RemoteProtocolError, generate_accept_token, genera
 from ._deflate import BoundedDeflate
 from ._uri import WebSocketURI
 from .exceptions import InvalidHandshake, InvalidStatus
-from .http import Headers, Request, Response
+from .http import Headers, Request, Response, headers_from_head
 
 #: The longest HTTP request head the server accepts (h11 answers 431 past it); the client's
 #: limit for the response is h11's default, also 16 KiB.
@@ -311,8 +311,8 @@ class ServerHandshake:
         if trailing:
             connection.receive_data(trailing)
         # The connection keeps both heads as they were on the wire, parsed if ever read.
-        request = Request(event.target.decode("ascii", "replace"), Headers._from_head(self._head))  # pyright: ignore[reportPrivateUsage]
-        response = Response(101, Headers._from_head(data))  # pyright: ignore[reportPrivateUsage]
+        request = Request(event.target.decode("ascii", "replace"), headers_from_head(self._head))
+        response = Response(101, headers_from_head(data))
         return data, Opened(connection, request, response, subprotocol)
 
     def reject(self, status_code: int, message: str) -> bytes:

@@ -27,7 +27,9 @@ class Headers:
     def __init__(self, items: HeadersLike | None = None) -> None:
         self._list: list[tuple[str, str]] = []
         self._head: bytes | None = None  # an HTTP head to parse into _list when first read
-        if items is not None:
+        if isinstance(items, _Head):
+            self._head = items.head
+        elif items is not None:
             if isinstance(items, Headers):
                 pairs: Iterable[tuple[str, str]] = items.items()
             elif isinstance(items, Mapping):
@@ -36,17 +38,6 @@ class Headers:
                 pairs = items
             for name, value in pairs:
                 self.add(name, value)
-
-    @classmethod
-    def _from_head(cls, head: bytes) -> Headers:
-        """The headers of a valid HTTP head (start line, header lines), parsed when first read.
-
-        A connection keeps its handshake's headers for its whole life, and most are never read:
-        one bytes object takes a fraction of the memory of their pairs of strings.
-        """
-        headers = cls()
-        headers._head = head
-        return headers
 
     @property
     def _items(self) -> list[tuple[str, str]]:
@@ -98,6 +89,28 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+def headers_from_head(head: bytes) -> Headers:
+    """The headers of an HTTP head (start line, header lines) that h11 accepted.
+
+    For the opening handshake: a connection keeps its handshake's headers for its whole life,
+    and most are never read, so the head is parsed only when they first are. One bytes object
+    takes a fraction of the memory of their pairs of strings.
+    """
+    return Headers(_Head(head))
+
+
+class _Head:
+    """An HTTP head for :class:`Headers` to parse when first read; its pairs if iterated."""
+
+    __slots__ = ("head",)
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(_parse_head(self.head))
 
 
 _LINE_END = re.compile(rb"\r?\n")
