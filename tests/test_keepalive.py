@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import trio
 import trio.testing
 
@@ -57,3 +60,30 @@ async def test_stop_ends_run_at_once(autojump_clock: trio.testing.MockClock) -> 
         timer.stop()
     assert trio.current_time() == 0.0
     assert calls == []
+
+
+async def test_a_raising_callback_is_logged_and_the_timer_goes_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A callback that raises (a bug) is logged as an internal error on the timer's logger;
+    callbacks due at the same time and later still run, at their times."""
+    timer = KeepaliveTimer(logging.getLogger("tests.keepalive"))
+    calls: list[tuple[str, float]] = []
+
+    def broken() -> None:
+        raise RuntimeError("bug in a callback")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timer.run)
+        timer.call_at(3.0, broken)
+        timer.call_at(3.0, lambda: calls.append(("same time", trio.current_time())))
+        timer.call_at(5.0, lambda: calls.append(("later", trio.current_time())))
+        await trio.sleep(10)
+        timer.stop()
+    assert calls == [("same time", 3.0), ("later", 5.0)]
+    [record] = [r for r in caplog.records if r.name == "tests.keepalive"]
+    assert record.levelno == logging.ERROR
+    assert "internal error in a keepalive callback" in record.getMessage()
+    assert "broken" in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], RuntimeError)

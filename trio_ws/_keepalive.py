@@ -5,16 +5,22 @@ How this works: a connection that waits for its next keepalive ping is an entry 
 runs one timer for all its connections, a client one for its connection. When an entry falls
 due, the timer calls its callback, which starts that connection's ping round as a short-lived
 task in the connection's own nursery; the round adds the next entry when it ends.
+
+Callbacks must not block or raise. One that raises anyway (a bug) is logged, and the timer goes
+on with the others: one connection's bug must not end the keepalive of every connection.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 from collections.abc import Callable
 
 import trio
+
+from ._options import LoggerLike
 
 __all__ = ["KeepaliveTimer", "Timed"]
 
@@ -34,14 +40,19 @@ class Timed:
         if self._callback is not None:
             self._callback()
 
+    def __repr__(self) -> str:
+        return f"<Timed {self._callback!r}>"
+
 
 class KeepaliveTimer:
     """Calls callbacks when they fall due, from one task: ``run()``, until ``stop()``.
 
-    Callbacks must not block or raise: they start tasks.
+    Callbacks must not block or raise: they start tasks. One that raises is logged as an
+    internal error on ``logger`` (default: the ``trio_ws`` logger), and the others still run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, logger: LoggerLike | None = None) -> None:
+        self._logger = logger if logger is not None else logging.getLogger("trio_ws")
         self._heap: list[tuple[float, int, Timed]] = []
         self._order = itertools.count()  # ties keep their order; Timed is never compared
         self._wakeup: trio.CancelScope | None = None
@@ -68,4 +79,8 @@ class KeepaliveTimer:
                 self._wakeup = None
                 now = trio.current_time()
                 while heap and heap[0][0] <= now:
-                    heapq.heappop(heap)[2].fire()
+                    timed = heapq.heappop(heap)[2]
+                    try:
+                        timed.fire()
+                    except Exception:
+                        self._logger.exception("internal error in a keepalive callback: %r", timed)
