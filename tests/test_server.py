@@ -18,9 +18,15 @@ import trio.testing
 import trio_ws
 from tests.conftest import open_fds
 from tests.test_handshake import BAD_REQUESTS, BadRequest, parse_response
-from trio_ws._handshake import ClientHandshake
+from trio_ws._handshake import ClientHandshake, ServerHandshake
+from trio_ws._keepalive import KeepaliveTimer
 from trio_ws._uri import parse_uri
-from trio_ws.exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK
+from trio_ws.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+)
 from trio_ws.http import Headers
 from trio_ws.server import Server, ServerConnection
 
@@ -359,6 +365,39 @@ async def test_silent_client_is_dropped_after_exactly_open_timeout(
     assert open_fds() == fds
 
 
+@pytest.mark.parametrize("where", ["receive_data", "accept"])
+async def test_a_bug_in_a_connection_task_closes_that_connection_and_serve_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """An exception from trio_ws's own code in a connection's task (here, injected into the
+    server's handshake) is logged as an internal error; that socket is closed, and the next
+    client connects fine: no per-connection task can end serve()."""
+    original = getattr(ServerHandshake, where)
+    broken = [True]
+
+    def fail_once(self: ServerHandshake, *args: Any, **kwargs: Any) -> Any:
+        if broken.pop() if broken else False:
+            raise RuntimeError(f"bug injected in ServerHandshake.{where}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ServerHandshake, where, fail_once)
+    async with serving(echo) as (server, nursery):
+        fds = open_fds()
+        with pytest.raises(InvalidHandshake, match="closed the connection"):
+            async with trio_ws.connect(uri(server), ping_interval=None):
+                pass  # pragma: no cover
+        await assert_still_serving(server)
+        assert len(nursery.child_tasks) == 1  # serve() still runs
+        await trio.testing.wait_all_tasks_blocked()
+        assert open_fds() == fds
+
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "trio_ws.server"
+    assert record.getMessage() == "opening handshake: internal error"
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == f"bug injected in ServerHandshake.{where}"
+
+
 # -- stopping ----------------------------------------------------------------------------------
 
 
@@ -530,6 +569,34 @@ async def test_hard_stop_cancels_handlers_and_clients_still_get_1001(
     assert open_fds() == fds
 
 
+async def test_aclose_after_a_hard_stop_returns_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After server.cancel_scope.cancel(), aclose() returns as soon as serve() has returned:
+    every connection's task is counted off even though closing its socket was cancelled, so
+    nothing waits for close_timeout (it used to, 10 s)."""
+    gate = Gate(5)
+
+    async def handler(ws: ServerConnection) -> None:
+        gate.arrive(ws)
+        await trio.sleep_forever()
+
+    async def client(server: Server) -> None:
+        async with trio_ws.connect(uri(server), ping_interval=None) as ws:
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+
+    async with trio.open_nursery() as clients, serving(handler) as (server, nursery):
+        for _ in range(gate.size):
+            clients.start_soon(client, server)
+        await gate.full.wait()
+        start = trio.current_time()
+        server.cancel_scope.cancel()
+        await server.aclose()
+        assert trio.current_time() == start
+        assert not nursery.child_tasks
+
+
 def _masked_text_frame(text: str) -> bytes:
     payload = text.encode()
     mask = b"\x01\x02\x03\x04"
@@ -662,3 +729,50 @@ async def hold_open(server: Server) -> None:
     """A client with keepalive off that answers pings until cancelled."""
     async with trio_ws.connect(uri(server), ping_interval=None) as ws:
         await ws.wait_closed()
+
+
+async def test_a_raising_keepalive_callback_keeps_the_timer_and_the_server_alive(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A keepalive callback that raises (a bug injected into the first connection's) is
+    logged on the server's logger; the server's one timer goes on: the other connections get
+    their pings at ping_interval exactly, and the server keeps serving."""
+    original = KeepaliveTimer.call_at
+    broken = [True]
+
+    def call_at(self: KeepaliveTimer, when: float, callback: Callable[[], None]) -> Any:
+        if broken.pop() if broken else False:
+
+            def callback() -> None:
+                raise RuntimeError("bug in a keepalive callback")
+
+        return original(self, when, callback)
+
+    monkeypatch.setattr(KeepaliveTimer, "call_at", call_at)
+    handlers: list[ServerConnection] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        handlers.append(ws)
+        await ws.wait_closed()
+
+    async with serving(echo_or(handler), ping_interval=5, ping_timeout=3) as (server, nursery):
+        streams = []
+        for count in (1, 2, 3):
+            streams.append(await open_raw_websocket(server))
+            while len(handlers) < count:
+                await trio.testing.wait_all_tasks_blocked()
+        for stream in streams[1:]:
+            assert (await read_frame(stream, bytearray()))[0] == 0x9  # ping
+            assert trio.current_time() == 5.0
+        await assert_still_serving(server)
+        assert len(nursery.child_tasks) == 1  # serve() still runs
+        for stream in streams:
+            await stream.aclose()
+
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "trio_ws.server"
+    assert "internal error in a keepalive callback" in record.getMessage()
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "bug in a keepalive callback"

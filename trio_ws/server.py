@@ -4,8 +4,10 @@ How this works: ``serve()`` runs one accept loop per listener inside the server'
 Each accepted TCP connection becomes a task in the server's nursery: it runs the opening
 handshake (bounded by ``open_timeout``), then the user's handler inside the connection's
 session, which closes the connection when the handler returns (1000), raises (1011, logged) or
-is cancelled (1001). Nothing a client or a handler does escapes ``serve()``. One more task
-times the keepalive pings of every connection (``_keepalive``).
+is cancelled (1001). Nothing a client or a handler does escapes ``serve()``, and neither does
+a bug in trio_ws met in a connection's task: it is logged as an internal error, that connection
+is closed, and the server goes on serving. One more task times the keepalive pings of every
+connection (``_keepalive``).
 
 A request that cannot be upgraded gets its HTTP error, then the socket is read until the client
 closes (bounded by ``close_timeout``): closing it with unread bytes would reset the connection
@@ -99,7 +101,7 @@ class Server:
         self._idle = trio.Event()
         self._closing: tuple[int, str] | None = None  # aclose()'s code and reason, once called
         self._stopped = trio.Event()
-        self._keepalive = KeepaliveTimer()  # times every connection's keepalive pings
+        self._keepalive = KeepaliveTimer(logger)  # times every connection's keepalive pings
 
     @property
     def cancel_scope(self) -> trio.CancelScope:
@@ -201,14 +203,28 @@ class Server:
             handlers.start_soon(self._handle, stream)
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted connection, from its handshake to its closed socket.
+
+        Raises nothing but Cancelled: whatever goes wrong ends this connection, never serve().
+        """
+        ws: ServerConnection | None = None
         try:
-            opened = await self._open(stream)
-            if opened is not None:
-                ws = self._new_connection(stream, opened)
-                del opened  # the handshake's state, not needed while the connection lives
-                await self._run_handler(ws)
+            try:
+                opened = await self._open(stream)
+                if opened is not None:
+                    ws = self._new_connection(stream, opened)
+                    del opened  # the handshake's state, not needed while the connection lives
+                    await self._run_handler(ws)
+            finally:
+                await trio.aclose_forcefully(stream)
+        except Exception:
+            # A bug in trio_ws (the handler's own exceptions never get here): it ends this
+            # connection only.
+            where = "opening handshake" if ws is None else f"connection {ws.id}"
+            self._logger.exception("%s: internal error", where)
         finally:
-            await trio.aclose_forcefully(stream)
+            # Counted off even when closing the stream was cancelled (a hard stop), or aclose()
+            # would wait for this connection until its deadline.
             self._handlers -= 1
             if not self._handlers:
                 self._idle.set()
