@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ._handshake import ClientHandshake, Opened
+from ._options import connection_options, handshake_options, header_option
 from ._uri import WebSocketURI, parse_uri
 from ._version import __version__
 from .connection import Connection, LoggerLike
@@ -39,8 +40,9 @@ async def connect(
     close_timeout: float | None = 10,
     ping_interval: float | None = 20,
     ping_timeout: float | None = 20,
-    max_size: int | None = 2**20,
-    max_queue: int | None = 16,
+    max_size: int | tuple[int | None, int | None] | None = 2**20,
+    max_queue: int | tuple[int | None, int | None] | None = 16,
+    write_limit: int | tuple[int, int | None] = 32 * 1024,
     compression: str | None = "deflate",
     subprotocols: Sequence[str] | None = None,
     additional_headers: HeadersLike | None = None,
@@ -69,18 +71,32 @@ async def connect(
             None for no limit.
         close_timeout: seconds allowed for the closing handshake; None for no limit.
         ping_interval: seconds between keepalive pings; None turns keepalive off.
-        ping_timeout: seconds to wait for a keepalive pong before failing with 1011.
+        ping_timeout: seconds to wait for a keepalive pong before failing with 1011; None for
+            no limit.
         max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
-            a larger one fails the connection with 1009. None for no limit.
-        max_queue: messages received but not yet read; when that many wait, trio_ws stops
-            reading the socket so that TCP pushes back on the server. None for no limit.
+            a larger one fails the connection with 1009. None for no limit. A
+            ``(max_message_size, max_fragment_size)`` pair also bounds each frame; either may
+            be None.
+        max_queue: the messages received but not yet read: when that many wait (the
+            high-water mark), trio_ws stops reading the socket so that TCP pushes back on the
+            server, until you have brought them down to a quarter of it (the low-water mark).
+            A ``(high, low)`` pair sets both. None for no limit.
+        write_limit: the bytes buffered to send: above this high-water mark, ``send()`` waits
+            until the server has taken all but a quarter of it (the low-water mark). A
+            ``(high, low)`` pair sets both.
         compression: "deflate" to offer permessage-deflate (RFC 7692), None not to.
-        subprotocols: subprotocols to offer, most preferred first.
+        subprotocols: subprotocols to offer (HTTP tokens), most preferred first.
         additional_headers: extra headers for the upgrade request.
         user_agent: the User-Agent header; None sends none.
         logger: where to log; default ``logging.getLogger("trio_ws.client")``.
 
+    Every option is checked before anything else is done: a wrong one raises at once.
+
     Raises:
+        TypeError: an option has the wrong type (``max_size=True``, a str for
+            ``subprotocols``...); the message names it.
+        ValueError: an option has a wrong value (a negative timeout, a header value with CR,
+            LF or NUL, ``ssl`` with a ``ws://`` URI...); the message names it.
         InvalidURI: ``uri`` is not a valid WebSocket URI.
         OSError: DNS, TCP or TLS failed (connection refused, certificate rejected...).
         TimeoutError: the opening handshake took longer than ``open_timeout``.
@@ -89,33 +105,48 @@ async def connect(
 
     Cancelling at any point, from DNS to the closing handshake, leaves no socket and no task.
     """
-    parsed = parse_uri(uri)
-    if ssl is not None and not parsed.secure:
-        raise ValueError("ssl= was given for a ws:// URI; use wss://")
-    if compression not in ("deflate", None):
-        raise ValueError(f'compression must be "deflate" or None, not {compression!r}')
-    headers = Headers(additional_headers)
-    if user_agent is not None and "User-Agent" not in headers:
-        headers.add("User-Agent", user_agent)
-    handshake = ClientHandshake(
-        parsed,
-        subprotocols=subprotocols or (),
+    opening = handshake_options(
+        ssl=ssl,
+        open_timeout=open_timeout,
         compression=compression,
-        max_size=max_size,
-        headers=headers,
+        subprotocols=subprotocols,
+        additional_headers=additional_headers,
     )
-    deadline = trio.current_time() + (open_timeout if open_timeout is not None else float("inf"))
-    stream, opened = await _open(parsed, handshake, ssl, deadline, open_timeout)
-    ws = ClientConnection(
-        stream,
-        opened,
-        is_client=True,
+    options = connection_options(
         close_timeout=close_timeout,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         max_size=max_size,
         max_queue=max_queue,
-        logger=logger or logging.getLogger("trio_ws.client"),
+        write_limit=write_limit,
+        logger=logging.getLogger("trio_ws.client") if logger is None else logger,
+    )
+    user_agent = header_option("user_agent", user_agent)
+    parsed = parse_uri(uri)
+    if opening.ssl is not None and not parsed.secure:
+        raise ValueError("ssl= was given for a ws:// URI; use wss://")
+    headers = Headers(opening.headers)
+    if user_agent is not None and "User-Agent" not in headers:
+        headers.add("User-Agent", user_agent)
+    handshake = ClientHandshake(
+        parsed,
+        subprotocols=opening.subprotocols,
+        compression=opening.compression,
+        max_size=options.max_message_size,
+        headers=headers,
+    )
+    deadline = trio.current_time() + opening.open_timeout
+    stream, opened = await _open(parsed, handshake, opening.ssl, deadline, open_timeout)
+    ws = ClientConnection(
+        stream,
+        opened,
+        is_client=True,
+        close_timeout=options.close_timeout,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        max_size=options.max_message_size,
+        max_queue=options.max_queue_high,
+        logger=options.logger,
     )
     del handshake, opened  # the handshake's state, not needed while the connection lives
     async with ws._session():  # pyright: ignore[reportPrivateUsage]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
@@ -30,6 +29,7 @@ import trio
 from . import _groups
 from ._handshake import HandshakeRejected, Opened, ServerHandshake
 from ._keepalive import KeepaliveTimer
+from ._options import connection_options, handshake_options, header_option
 from ._version import __version__
 from .connection import Connection, LoggerLike
 from .exceptions import ConnectionClosed, InvalidHandshake
@@ -60,12 +60,18 @@ class ServerConnection(Connection):
 #: What :func:`serve` runs for each connection.
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
+# What makes the connection of a completed handshake; given by serve() when the server starts.
+_NewConnection = Callable[[trio.abc.Stream, Opened], ServerConnection]
+
 
 class Server:
     """A running WebSocket server, as reported by :func:`serve` through ``task_status``.
 
     Stop it gracefully with :meth:`aclose`, or at once with ``server.cancel_scope.cancel()``;
     either way ``serve()`` returns once every connection has ended.
+
+    Only :func:`serve` creates a Server, with options it has checked; timeouts are in seconds,
+    ``math.inf`` for no limit.
     """
 
     def __init__(
@@ -73,10 +79,9 @@ class Server:
         listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
         handler: Handler,
         *,
-        new_connection: Callable[[trio.abc.Stream, Opened], ServerConnection],
-        open_timeout: float | None,
-        close_timeout: float | None,
-        max_size: int | None,
+        open_timeout: float,
+        close_timeout: float,
+        max_message_size: int | None,
         compression: str | None,
         subprotocols: Sequence[str],
         headers: Headers,
@@ -85,10 +90,9 @@ class Server:
     ) -> None:
         self._listeners = list(listeners)
         self._handler = handler
-        self._new_connection = new_connection
-        self._open_timeout = math.inf if open_timeout is None else open_timeout
-        self._close_timeout = math.inf if close_timeout is None else close_timeout
-        self._max_size = max_size
+        self._open_timeout = open_timeout
+        self._close_timeout = close_timeout
+        self._max_message_size = max_message_size
         self._compression = compression
         self._subprotocols = subprotocols
         self._headers = headers
@@ -160,7 +164,9 @@ class Server:
         else:
             await trio.lowlevel.checkpoint()
 
-    async def _serve(self, task_status: trio.TaskStatus[Server]) -> None:
+    async def _serve(
+        self, new_connection: _NewConnection, task_status: trio.TaskStatus[Server]
+    ) -> None:
         try:
             with self._cancel_scope:
                 async with _groups.open_nursery() as timing:
@@ -169,7 +175,9 @@ class Server:
                         with self._accept_scope:
                             async with _groups.open_nursery() as accepting:
                                 for listener in self._listeners:
-                                    accepting.start_soon(self._accept_loop, listener, handlers)
+                                    accepting.start_soon(
+                                        self._accept_loop, listener, handlers, new_connection
+                                    )
                                 task_status.started(self)
                         await self._close_listeners()
                     self._keepalive.stop()
@@ -183,7 +191,10 @@ class Server:
             await trio.aclose_forcefully(listener)
 
     async def _accept_loop(
-        self, listener: trio.abc.Listener[trio.abc.Stream], handlers: trio.Nursery
+        self,
+        listener: trio.abc.Listener[trio.abc.Stream],
+        handlers: trio.Nursery,
+        new_connection: _NewConnection,
     ) -> None:
         while True:
             try:
@@ -200,9 +211,9 @@ class Server:
             self._handlers += 1
             if self._idle.is_set():
                 self._idle = trio.Event()
-            handlers.start_soon(self._handle, stream)
+            handlers.start_soon(self._handle, stream, new_connection)
 
-    async def _handle(self, stream: trio.abc.Stream) -> None:
+    async def _handle(self, stream: trio.abc.Stream, new_connection: _NewConnection) -> None:
         """Serve one accepted connection, from its handshake to its closed socket.
 
         Raises nothing but Cancelled: whatever goes wrong ends this connection, never serve().
@@ -212,7 +223,7 @@ class Server:
             try:
                 opened = await self._open(stream)
                 if opened is not None:
-                    ws = self._new_connection(stream, opened)
+                    ws = new_connection(stream, opened)
                     del opened  # the handshake's state, not needed while the connection lives
                     await self._run_handler(ws)
             finally:
@@ -272,7 +283,7 @@ class Server:
                 response, opened = handshake.accept(
                     subprotocols=self._subprotocols,
                     compression=self._compression,
-                    max_size=self._max_size,
+                    max_size=self._max_message_size,
                     headers=self._headers,
                 )
                 await stream.send_all(response)
@@ -356,8 +367,9 @@ async def serve(
     close_timeout: float | None = 10,
     ping_interval: float | None = 20,
     ping_timeout: float | None = 20,
-    max_size: int | None = 2**20,
-    max_queue: int | None = 16,
+    max_size: int | tuple[int | None, int | None] | None = 2**20,
+    max_queue: int | tuple[int | None, int | None] | None = 16,
+    write_limit: int | tuple[int, int | None] = 32 * 1024,
     compression: str | None = "deflate",
     subprotocols: Sequence[str] | None = None,
     additional_headers: HeadersLike | None = None,
@@ -377,6 +389,8 @@ async def serve(
     error is logged with the connection's id and the connection closes with 1011. Either way
     the server goes on serving.
 
+    Every option is checked before anything listens: a wrong one raises at once.
+
     Args:
         handler: an async function taking a :class:`ServerConnection`.
         host: the address to listen on; None for every interface.
@@ -385,56 +399,83 @@ async def serve(
         open_timeout: seconds allowed for TLS and the opening handshake; None for no limit.
         close_timeout: seconds allowed for each closing handshake; None for no limit.
         ping_interval: seconds between keepalive pings; None turns keepalive off.
-        ping_timeout: seconds to wait for a keepalive pong before failing with 1011.
+        ping_timeout: seconds to wait for a keepalive pong before failing with 1011; None for
+            no limit.
         max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
-            a larger one fails the connection with 1009. None for no limit.
-        max_queue: messages received but not yet read per connection; when that many wait,
-            the connection stops reading its socket so that TCP pushes back. None: no limit.
+            a larger one fails the connection with 1009. None for no limit. A
+            ``(max_message_size, max_fragment_size)`` pair also bounds each frame; either may
+            be None.
+        max_queue: the messages received but not yet read per connection: when that many
+            wait (the high-water mark), the connection stops reading its socket so that TCP
+            pushes back, until the handler has brought them down to a quarter of it (the
+            low-water mark). A ``(high, low)`` pair sets both. None: no limit.
+        write_limit: the bytes a connection buffers to send: above this high-water mark,
+            ``send()`` waits until the peer has taken all but a quarter of it (the low-water
+            mark). A ``(high, low)`` pair sets both.
         compression: "deflate" to accept permessage-deflate (RFC 7692), None to refuse it.
-        subprotocols: subprotocols supported, most preferred first; the first one the client
-            also offers is chosen.
+        subprotocols: subprotocols supported (HTTP tokens), most preferred first; the first
+            one the client also offers is chosen.
         additional_headers: extra headers for the 101 response.
         server_header: the Server header; None sends none.
         logger: where to log; default ``logging.getLogger("trio_ws.server")``.
         task_status: given by :meth:`trio.Nursery.start`.
 
     Raises:
+        TypeError: an option has the wrong type (``max_size=True``, a str for
+            ``subprotocols``...); the message names it.
+        ValueError: an option has a wrong value (a negative timeout, a header value with CR,
+            LF or NUL...); the message names it.
         OSError: the address could not be bound (port in use, no such interface...).
     """
-    if compression not in ("deflate", None):
-        raise ValueError(f'compression must be "deflate" or None, not {compression!r}')
+    if not callable(handler):
+        raise TypeError(f"handler must be an async function, not {handler!r}")
+    opening = handshake_options(
+        ssl=ssl,
+        open_timeout=open_timeout,
+        compression=compression,
+        subprotocols=subprotocols,
+        additional_headers=additional_headers,
+    )
+    options = connection_options(
+        close_timeout=close_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_size=max_size,
+        max_queue=max_queue,
+        write_limit=write_limit,
+        logger=logging.getLogger("trio_ws.server") if logger is None else logger,
+    )
+    server_header = header_option("server_header", server_header)
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
     for listener in await _open_listeners(host, port):
-        if ssl is None:
+        if opening.ssl is None:
             listeners.append(listener)
         else:
-            listeners.append(trio.SSLListener(listener, ssl, https_compatible=True))
-    log = logger or logging.getLogger("trio_ws.server")
+            listeners.append(trio.SSLListener(listener, opening.ssl, https_compatible=True))
 
     def new_connection(stream: trio.abc.Stream, opened: Opened) -> ServerConnection:
         return ServerConnection(
             stream,
             opened,
             is_client=False,
-            close_timeout=close_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            max_size=max_size,
-            max_queue=max_queue,
-            logger=log,
+            close_timeout=options.close_timeout,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            max_size=options.max_message_size,
+            max_queue=options.max_queue_high,
+            logger=options.logger,
         )
 
     server = Server(
         listeners,
         handler,
-        new_connection=new_connection,
-        open_timeout=open_timeout,
-        close_timeout=close_timeout,
-        max_size=max_size,
-        compression=compression,
-        subprotocols=list(subprotocols or ()),
-        headers=Headers(additional_headers),
+        open_timeout=opening.open_timeout,
+        close_timeout=options.close_timeout,
+        max_message_size=options.max_message_size,
+        compression=opening.compression,
+        subprotocols=opening.subprotocols,
+        headers=opening.headers,
         server_header=server_header,
-        logger=log,
+        logger=options.logger,
     )
-    await server._serve(task_status)  # pyright: ignore[reportPrivateUsage]
+    await server._serve(new_connection, task_status)  # pyright: ignore[reportPrivateUsage]
