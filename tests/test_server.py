@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import struct
 import sys
@@ -567,6 +568,58 @@ async def test_hard_stop_cancels_handlers_and_clients_still_get_1001(
     assert [type(exc) for exc in closed_with] == [ConnectionClosedOK] * 3
     assert [exc.code for exc in closed_with] == [1001] * 3
     assert open_fds() == fds
+
+
+@pytest.mark.parametrize("connections", [0, 1, 2])
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((999,), ValueError, r"close code 999 may not be sent"),
+        ((1005, "gone"), ValueError, r"close code 1005 may not be sent"),
+        ((1000, "é" * 62), ValueError, r"close reason of 124 bytes"),
+        ((1000, "", -1), ValueError, r"timeout must be at least 0 seconds"),
+        ((1000, "", math.nan), ValueError, r"timeout must be at least 0 seconds"),
+        (("1000",), TypeError, r"close code must be an int"),
+    ],
+    ids=["999", "1005", "long-reason", "negative-timeout", "nan-timeout", "str-code"],
+)
+async def test_aclose_with_bad_arguments_raises_before_doing_anything(
+    autojump_clock: trio.testing.MockClock,
+    connections: int,
+    args: tuple[Any, ...],
+    error: type[Exception],
+    message: str,
+) -> None:
+    """Server.aclose() checks its code, reason and timeout first, whatever the number of
+    connections: the error itself comes out, the server still accepts clients and every
+    connection is still open; a good aclose() then works."""
+    gate = Gate(connections)
+    closed_with: list[int] = []
+
+    async def client(server: Server) -> None:
+        async with trio_ws.connect(uri(server), ping_interval=None) as ws:
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.recv()
+        closed_with.append(caught.value.code)
+
+    async def handler(ws: ServerConnection) -> None:
+        gate.arrive(ws)
+        await ws.wait_closed()
+
+    async with trio.open_nursery() as clients, serving(echo_or(handler)) as (server, _):
+        for _ in range(connections):
+            clients.start_soon(client, server)
+        if connections:
+            await gate.full.wait()
+        with pytest.raises(error, match=message) as caught:
+            await server.aclose(*args)
+        assert type(caught.value) is error
+        assert trio.current_time() == 0.0
+        assert server.connections == frozenset(gate.arrived)
+        assert all(ws.state is trio_ws.State.OPEN for ws in gate.arrived)
+        await assert_still_serving(server)
+        await server.aclose(1001)
+    assert closed_with == [1001] * connections
 
 
 async def test_aclose_after_a_hard_stop_returns_at_once(

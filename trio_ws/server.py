@@ -29,7 +29,13 @@ import trio
 from . import _groups
 from ._handshake import HandshakeRejected, Opened, ServerHandshake
 from ._keepalive import KeepaliveTimer
-from ._options import connection_options, handshake_options, header_option
+from ._options import (
+    check_close_code,
+    check_timeout,
+    connection_options,
+    handshake_options,
+    header_option,
+)
 from ._version import __version__
 from .connection import Connection, LoggerLike
 from .exceptions import ConnectionClosed, InvalidHandshake
@@ -146,8 +152,16 @@ class Server:
 
         A handshake still in progress gets 503 instead of 101; one that completes as this
         starts closes at once with ``code``, without running the handler.
+
+        Raises:
+            ValueError: ``code`` may not be sent (RFC 6455 §7.4: only 1000-1003, 1007-1013 and
+                3000-4999), ``reason`` is longer than 123 bytes in UTF-8, or ``timeout`` is
+                negative. Nothing has been done then: the server still runs.
+            TypeError: an argument has the wrong type.
         """
-        deadline = trio.current_time() + (self._close_timeout if timeout is None else timeout)
+        check_close_code(code, reason)
+        wait = self._close_timeout if timeout is None else check_timeout("timeout", timeout)
+        deadline = trio.current_time() + wait
         self._closing = (code, reason)
         self._accept_scope.cancel()
         with trio.move_on_at(deadline):
