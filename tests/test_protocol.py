@@ -29,6 +29,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 
 from trio_ws._deflate import BoundedDeflate
 from trio_ws._protocol import (
+    FRAME_COST,
     FRAME_SIZE,
     CloseReceived,
     Event,
@@ -401,6 +402,98 @@ def test_incompressible_message_of_max_size_is_accepted_compressed(side: str) ->
     assert protocol.receive_data(frame(side, BINARY, compressed, rsv1=True)) == [
         MessageReceived(payload)
     ]
+
+
+# -- frames per message --------------------------------------------------------------------
+
+
+def fragment_stream(side: str, count: int) -> bytes:
+    """The first ``count`` 1-byte frames of a message that never ends."""
+    first = frame(side, BINARY, b"a", fin=False)
+    return first + frame(side, CONTINUATION, b"b", fin=False) * (count - 1)
+
+
+def feed_until_failed(protocol: Protocol, data: bytes, size: int) -> tuple[list[Event], Failed]:
+    """Feed ``data`` in reads of ``size`` bytes until a Failed: the events before it, and it."""
+    held: list[Event] = []
+    for events in feed_in_chunks(protocol, data, size):
+        held += events
+        if held and isinstance(held[-1], Failed):
+            *before, failed = held
+            assert isinstance(failed, Failed)
+            return before, failed
+    raise AssertionError("no Failed event")
+
+
+def test_message_in_1_byte_frames_fails_after_a_bounded_count(side: str) -> None:
+    """The attack: a message sent as 1-byte frames (``b"\\x02\\x81" + key + b"a"``, then
+    ``b"\\x00\\x81" + key + b"b"`` from a client), against the default max_size of 1 MiB. It
+    fails with 1009 at the header of frame 16,386 (1 + max_size // FRAME_COST allowed), not
+    after a million of them; every byte before is delivered."""
+    protocol, _ = open_protocol(side, max_size=MiB, joined=False)
+    allowed = 1 + MiB // FRAME_COST
+    one = len(fragment_stream(side, 1))
+    pieces, failed = feed_until_failed(protocol, fragment_stream(side, allowed + 100), 1000 * one)
+    assert failed.code == 1009
+    assert str(failed.error) == (
+        "message in over 16,385 frames exceeds max_size=1,048,576: each frame after the first "
+        "counts 64 bytes"
+    )
+    assert len(pieces) == 17  # one piece per read of 1,000 frames
+    data = b"".join(p.data for p in pieces if isinstance(p, FragmentReceived))  # type: ignore[misc]
+    assert data == b"a" + b"b" * (allowed - 1)
+
+
+@pytest.mark.parametrize("frames_per_read", [1, 10])
+def test_pieces_of_1_byte_frames_hold_at_most_twice_max_size(
+    side: str, frames_per_read: int
+) -> None:
+    """What the pieces of such a message hold until it fails, kept as a receive queue would
+    keep them, stays under twice max_size, even at one read per frame (about 90 bytes a piece)."""
+    max_size = 64 * 1024
+    protocol, _ = open_protocol(side, max_size=max_size, joined=False)
+    one = len(fragment_stream(side, 1))
+    data = fragment_stream(side, 2 + max_size // FRAME_COST)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        pieces, failed = feed_until_failed(protocol, data, frames_per_read * one)
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        if started:
+            tracemalloc.stop()
+    assert failed.code == 1009
+    assert len(pieces) == -(-(1 + max_size // FRAME_COST) // frames_per_read)
+    assert kept - before < 2 * max_size
+
+
+@pytest.mark.parametrize(("frames", "refused"), [(11, False), (12, True)])
+def test_frames_are_counted_with_empty_ones(side: str, frames: int, refused: bool) -> None:
+    """With max_size=640 a message may come in 1 + 640 // 64 = 11 frames, empty ones too; the
+    frame count starts again with each message."""
+    protocol, _ = open_protocol(side, max_size=640)
+    message = frame(side, TEXT, b"", fin=False)
+    message += frame(side, CONTINUATION, b"", fin=False) * (frames - 2)
+    message += frame(side, CONTINUATION, b"x")
+    events = protocol.receive_data(message)
+    if refused:
+        only_too_big(events)
+    else:
+        assert events == [MessageReceived("x")]
+        assert protocol.receive_data(message) == [MessageReceived("x")]
+
+
+def test_message_of_max_size_in_frame_size_frames_is_accepted(side: str) -> None:
+    """The frame cost comes besides the payload: a message of exactly max_size, in the frames
+    of FRAME_SIZE trio_ws sends, is accepted."""
+    protocol, peer = open_protocol(side, max_size=MiB)
+    data = b"".join(
+        peer.send(BytesMessage(b"z" * FRAME_SIZE, message_finished=index == MiB // FRAME_SIZE - 1))
+        for index in range(MiB // FRAME_SIZE)
+    )
+    assert protocol.receive_data(data) == [MessageReceived(b"z" * MiB)]
 
 
 # -- max_fragment_size ---------------------------------------------------------------------
@@ -1018,11 +1111,51 @@ def test_frame_split_across_reads_comes_in_pieces(side: str) -> None:
 def test_empty_last_frame_ends_a_fragmented_message(side: str) -> None:
     """An empty final frame is reported, since it completes the message."""
     protocol, peer = open_protocol(side, joined=False)
-    data = peer.send(TextMessage("a", message_finished=False)) + peer.send(TextMessage(""))
-    assert protocol.receive_data(data) == [
-        FragmentReceived("a", final=False),
-        FragmentReceived("", final=True),
+    data = peer.send(TextMessage("a", message_finished=False))
+    assert protocol.receive_data(data) == [FragmentReceived("a", final=False)]
+    assert protocol.receive_data(peer.send(TextMessage(""))) == [FragmentReceived("", final=True)]
+
+
+def test_frames_read_together_are_reported_as_one_piece(side: str) -> None:
+    """Frames of one message that one read holds come as one event: the whole message when
+    the read holds all of it, else one piece per read, the last one final."""
+    protocol, peer = open_protocol(side, joined=False)
+    parts = [peer.send(BytesMessage(bytes([i]) * 3, message_finished=False)) for i in range(5)]
+    parts.append(peer.send(BytesMessage(b"end")))
+    assert protocol.receive_data(b"".join(parts)) == [
+        MessageReceived(
+            b"\x00" * 3 + b"\x01" * 3 + b"\x02" * 3 + b"\x03" * 3 + b"\x04" * 3 + b"end"
+        )
     ]
+    parts = [peer.send(TextMessage(text, message_finished=False)) for text in "abcde"]
+    parts.append(peer.send(TextMessage("f")))
+    assert protocol.receive_data(b"".join(parts[:3])) == [FragmentReceived("abc", final=False)]
+    assert protocol.receive_data(b"".join(parts[3:])) == [FragmentReceived("def", final=True)]
+
+
+def test_pieces_read_together_keep_their_place_around_control_frames(side: str) -> None:
+    """A control frame between fragments read in one go comes between the pieces before it and
+    the pieces after it; a character split between fragments is whole in the joined piece."""
+    protocol, _ = open_protocol(side, joined=False)
+    data = frame(side, TEXT, b"a\xc3", fin=False) + frame(side, CONTINUATION, b"\xa9", fin=False)
+    data += frame(side, PING, b"!") + frame(side, CONTINUATION, b"b", fin=False)
+    data += frame(side, CONTINUATION, b"c")
+    assert protocol.receive_data(data) == [
+        FragmentReceived("aé", final=False),
+        PingReceived(b"!"),
+        FragmentReceived("bc", final=True),
+    ]
+
+
+def test_pieces_read_before_a_failure_are_reported_before_it(side: str) -> None:
+    """Pieces of a message read in the same go as a violation come first, then Failed."""
+    protocol, _ = open_protocol(side, joined=False)
+    data = frame(side, BINARY, b"a", fin=False) + frame(side, CONTINUATION, b"b", fin=False)
+    data += frame(side, TEXT, b"new message inside one")
+    [piece, failed] = protocol.receive_data(data)
+    assert piece == FragmentReceived(b"ab", final=False)
+    assert isinstance(failed, Failed)
+    assert failed.code == 1002
 
 
 def test_send_fragment_frames_pieces_with_fin_on_the_last(side: str) -> None:

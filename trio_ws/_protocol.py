@@ -6,6 +6,12 @@ or parts of a frame split across reads) piece by piece, and enforces the size li
 wsproto leaves to its users. Going out, a message over ``FRAME_SIZE`` is framed in pieces of
 that size.
 
+Pieces: what one ``receive_data()`` call reads of a message is reported as one event: the
+whole message (MessageReceived) when the call reads all of it, else one FragmentReceived per
+call, joined from the frames it read; only a control frame between them (reported in its
+place) or the call's end separates pieces. So however small the peer's frames, a message in
+progress holds one piece per read, not one per frame.
+
 Limits: ``max_size`` bounds a message, ``max_fragment_size`` a frame, in payload bytes (text
 counted as UTF-8); over either, the connection fails with 1009 and PayloadTooBig. They are
 checked as soon as wsproto has parsed each frame's header, so an oversized message is neither
@@ -20,6 +26,12 @@ buffered nor waited for:
   but little for any honest compressor (zlib's worst case is about 14%, plus a few bytes per
   frame), so a compressed frame fails at its header when it, or its message's compressed bytes
   so far, exceed twice the limit plus 1 KiB: only padding gets there.
+- Each frame of a message after its first costs ``FRAME_COST`` (64) bytes against max_size,
+  besides its payload, which still gets all of max_size: a message may come in at most
+  ``1 + max_size // 64`` frames (16,385 for 1 MiB); the header of the next fails. A piece held
+  for a message in progress costs about 90 bytes of Python objects besides its data, and there
+  is one per frame at worst (one frame per read), so a message in progress holds at most about
+  two and a half times max_size, whatever its frames.
 
 Masking: each Protocol replaces its wsproto connection's frame protocol (which only trio_ws
 holds) with ``_FrameProtocol``, a subclass whose writer masks with ``_masking``'s C code and
@@ -34,7 +46,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -60,6 +72,7 @@ from . import _masking
 from .exceptions import PayloadTooBig, ProtocolError, WebSocketError
 
 __all__ = [
+    "FRAME_COST",
     "FRAME_SIZE",
     "CloseReceived",
     "Event",
@@ -125,6 +138,10 @@ Event = MessageReceived | FragmentReceived | PingReceived | PongReceived | Close
 #: CPU's caches, a 1 MiB message frames about 15 times faster than in one frame.
 FRAME_SIZE = 64 * 1024
 
+#: What each frame of a message after its first costs against ``max_size``, in bytes, besides
+#: its payload: a message may come in at most ``1 + max_size // FRAME_COST`` frames.
+FRAME_COST = 64
+
 
 def _byte_length(data: bytes | bytearray | memoryview) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
@@ -178,62 +195,78 @@ class _FrameDecoder(FrameDecoder):
             _announced_limit(max_size, compressed=True),
         )
         self._frame_limit, self._message_limit = self._limits
+        self._max_frames = math.inf if max_size is None else 1 + max_size // FRAME_COST
+        # A message in one frame within this needs no more checks: the common case, made fast.
+        self._whole_limit = min(self._limits)
         # The message being read: from its first frame's header to its last frame's.
         self._in_message = False
         self._compressed = False  # RSV1 on its first frame (permessage-deflate)
         self._announced = 0  # payload bytes its frames' headers announced so far
+        self._frames = 0  # its frames so far
 
     def parse_header(self) -> bool:
         unmasker = self._unmasker
-        # The header's bytes, before wsproto consumes them: the masking key is among them.
-        used = self.buffer.bytes_used
-        head = self.buffer.buffer[used : used + 14] if unmasker is not None else b""
-        if not super().parse_header():
-            return False
-        header = self.header
-        assert header is not None
-        length = header.payload_len
-        if unmasker is not None:
+        if unmasker is None:
+            if not FrameDecoder.parse_header(self):
+                return False
+            header = self.header
+            assert header is not None
+        else:
+            # The header's bytes, before wsproto consumes them: the masking key is among them.
+            used = self.buffer.bytes_used
+            head = self.buffer.buffer[used : used + 14]
+            if not FrameDecoder.parse_header(self):
+                return False
+            header = self.header
+            assert header is not None
             # wsproto refuses a length not in its shortest encoding, so the length tells where
             # the key is: after 2 header bytes, and 2 or 8 more for a longer length.
+            length = header.payload_len
             start = 2 if length < 126 else 4 if length < 1 << 16 else 10
             unmasker.restart(head[start : start + 4])
             self.masker = unmasker
-        opcode = header.opcode
-        if opcode is Opcode.CONTINUATION:
-            if not self._in_message:
-                return True  # wsproto refuses it with 1002 (unexpected continuation)
-        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if self._in_message:
-                return True  # wsproto refuses it with 1002 (a new message inside one)
-            self._start_message(header)
-        else:
-            return True  # a control frame
-        self._in_message = not header.fin
-        self._announced += length
-        # An uncompressed frame announces its payload exactly: refuse it now, not after waiting
-        # for a payload that may never come. A compressed one only bounds what it inflates to.
-        if length > self._frame_limit or self._announced > self._message_limit:
-            self._refuse_header(header)
+        if header.fin and not self._in_message and header.payload_len <= self._whole_limit:
+            return True  # a message in one frame (or a control frame) within the limits
+        self._check_header(header)
         return True
 
-    def _start_message(self, header: Header) -> None:
-        self._compressed = header.rsv.rsv1
-        self._announced = 0
-        limits = self._compressed_limits if self._compressed else self._limits
-        self._frame_limit, self._message_limit = limits
-
-    def _refuse_header(self, header: Header) -> NoReturn:
-        kind = "compressed " if self._compressed else ""
+    def _check_header(self, header: Header) -> None:
+        opcode = header.opcode
         length = header.payload_len
+        if opcode is Opcode.CONTINUATION:
+            if not self._in_message:
+                return  # wsproto refuses it with 1002 (unexpected continuation)
+            self._frames += 1
+            self._announced += length
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if self._in_message:
+                return  # wsproto refuses it with 1002 (a new message inside one)
+            self._compressed = header.rsv.rsv1
+            limits = self._compressed_limits if self._compressed else self._limits
+            self._frame_limit, self._message_limit = limits
+            self._frames = 1
+            self._announced = length
+        else:
+            return  # a control frame
+        self._in_message = not header.fin
+        # An uncompressed frame announces its payload exactly: refuse it now, not after waiting
+        # for a payload that may never come. A compressed one only bounds what it inflates to.
         if length > self._frame_limit:
+            kind = "compressed " if self._compressed else ""
             limit = self._max_fragment_size
             self._refuse(f"{kind}frame of {length:,} bytes exceeds max_fragment_size={limit:,}")
-        so_far = "" if header.fin else "at least "
-        self._refuse(
-            f"{kind}message of {so_far}{self._announced:,} bytes exceeds "
-            f"max_size={self._max_size:,}"
-        )
+        if self._announced > self._message_limit:
+            kind = "compressed " if self._compressed else ""
+            so_far = "" if header.fin else "at least "
+            self._refuse(
+                f"{kind}message of {so_far}{self._announced:,} bytes exceeds "
+                f"max_size={self._max_size:,}"
+            )
+        if self._frames > self._max_frames:
+            self._refuse(
+                f"message in over {self._max_frames:,} frames exceeds max_size="
+                f"{self._max_size:,}: each frame after the first counts {FRAME_COST} bytes"
+            )
 
     def _refuse(self, reason: str) -> NoReturn:
         self.too_big = PayloadTooBig(reason)
@@ -255,18 +288,9 @@ class _InflatingFrameDecoder(_FrameDecoder):
         super().__init__(
             client, extensions, max_size=max_size, max_fragment_size=max_fragment_size
         )
+        self._whole_limit = -1  # every data frame's header is checked: it may be compressed
         self._inflated = 0  # bytes inflated so far: of the message...
         self._frame_inflated = 0  # ...and of the frame
-
-    def parse_header(self) -> bool:
-        if not super().parse_header():
-            return False
-        self._frame_inflated = 0
-        return True
-
-    def _start_message(self, header: Header) -> None:
-        super()._start_message(header)
-        self._inflated = 0
 
     def process_buffer(self) -> Frame | None:
         frame = super().process_buffer()
@@ -282,6 +306,10 @@ class _InflatingFrameDecoder(_FrameDecoder):
         limit = self._max_size
         if limit is not None and self._inflated > limit:
             self._refuse(f"message inflating to over {limit:,} bytes exceeds max_size")
+        if frame.frame_finished:
+            self._frame_inflated = 0
+            if frame.message_finished:
+                self._inflated = 0
         return frame
 
 
@@ -368,7 +396,8 @@ class Protocol:
     Args:
         ws: the wsproto connection that the opening handshake opened.
         max_size: the largest message accepted, in payload bytes (text counted as UTF-8);
-            None for no limit.
+            None for no limit. It also bounds the frames a message may come in, to
+            ``1 + max_size // FRAME_COST``: see the module docstring.
         max_fragment_size: the largest frame accepted, in payload bytes; None for no limit.
             With max_size, websockets' ``max_size=(max_message_size, max_fragment_size)``.
     """
@@ -397,35 +426,44 @@ class Protocol:
             return []  # RFC 6455 §5.5.1: nothing after the close frame counts.
         self._ws.receive_data(data if type(data) is bytes else bytes(data))
         events: list[Event] = []
+        # Pieces of the message being read that this call read one after the other: reported
+        # joined, as one event, once an event of another kind or the call's end comes.
+        pieces: list[str | bytes] = []
         for event in self._ws.events():
             if isinstance(event, TextMessage | BytesMessage):
-                received = self._data_event(event)
-                if received is not None:
-                    events.append(received)
-                    if isinstance(received, Failed):
-                        break
-            elif isinstance(event, Ping):
+                payload = event.data
+                piece: str | bytes = bytes(payload) if isinstance(payload, bytearray) else payload
+                if event.message_finished:
+                    if pieces:
+                        pieces.append(piece)
+                        piece = _join(pieces)
+                        pieces = []
+                    if self._in_message:
+                        self._in_message = False
+                        events.append(FragmentReceived(piece, final=True))
+                    else:
+                        events.append(MessageReceived(piece))
+                elif piece:  # not an empty frame, or a header without its payload yet
+                    pieces.append(piece)
+                continue
+            if pieces:
+                events.append(self._piece(pieces))
+                pieces = []
+            if isinstance(event, Ping):
                 events.append(PingReceived(bytes(event.payload)))
             elif isinstance(event, Pong):
                 events.append(PongReceived(bytes(event.payload)))
             elif isinstance(event, CloseConnection):
                 events.append(self._close_event(event))
                 break
+        if pieces:
+            events.append(self._piece(pieces))
         return events
 
-    def _data_event(
-        self, event: TextMessage | BytesMessage
-    ) -> MessageReceived | FragmentReceived | Failed | None:
-        data = event.data if isinstance(event.data, str | bytes) else bytes(event.data)
-        if event.message_finished:
-            if not self._in_message:
-                return MessageReceived(data)
-            self._in_message = False
-            return FragmentReceived(data, final=True)
-        if not data:
-            return None  # an empty frame, or a frame header without its payload yet
+    def _piece(self, pieces: list[str | bytes]) -> FragmentReceived:
+        """The pieces of a message that has more to come, as one event."""
         self._in_message = True
-        return FragmentReceived(data, final=False)
+        return FragmentReceived(_join(pieces), final=False)
 
     def _close_event(self, event: CloseConnection) -> CloseReceived | Failed:
         # wsproto reports a frame it cannot parse as a CloseConnection too; only a real close
@@ -484,6 +522,15 @@ class Protocol:
         if self.close_sent:
             return b""
         return self._ws.send(CloseConnection(code=code, reason=reason or None))
+
+
+def _join(pieces: list[str | bytes]) -> str | bytes:
+    """Pieces of one message, all str or all bytes, as one."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if isinstance(pieces[0], str):
+        return "".join(cast("list[str]", pieces))
+    return b"".join(cast("list[bytes]", pieces))
 
 
 def _close_reason_for(code: int) -> str:
