@@ -205,13 +205,25 @@ def test_compiled_masker_matches_wsprotos_for_payloads_in_parts(size: int, parts
 
 
 @needs_extension
-def test_compiled_masker_takes_any_bytes_like_and_returns_a_bytearray() -> None:
-    """wsproto passes bytearrays; bytes and memoryviews work too."""
+def test_compiled_masker_takes_any_bytes_like_and_returns_bytes() -> None:
+    """wsproto passes bytearrays; bytes and memoryviews work too. It returns bytes, which
+    wsproto keeps as they are (it would copy a bytearray into bytes)."""
     key = b"\x01\x02\x03\x04"
     for payload in (b"\x00" * 6, bytearray(6), memoryview(b"\x00" * 6)):
         masked = compiled_masker()(key).process(payload)  # type: ignore[arg-type]
-        assert masked == bytearray(b"\x01\x02\x03\x04\x01\x02")
-        assert type(masked) is bytearray
+        assert masked == b"\x01\x02\x03\x04\x01\x02"
+        assert type(masked) is bytes
+
+
+@needs_extension
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 4, 7])
+def test_mask_starts_at_the_offset_in_the_key(offset: int) -> None:
+    """mask() (for frames going out) starts at ``key[offset % 4]`` and returns a bytearray."""
+    assert _masking.mask is not None
+    key = b"\x01\x02\x03\x04"
+    masked = _masking.mask(b"\x00" * 9, key, offset)
+    assert masked == bytearray((key * 4)[offset % 4 :][:9])
+    assert type(masked) is bytearray
 
 
 @needs_extension

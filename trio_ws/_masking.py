@@ -16,20 +16,24 @@ from wsproto.frame_protocol import XorMaskerSimple
 
 __all__ = ["COMPILED_MASKER", "CompiledMasker", "mask"]
 
-Mask = Callable[[bytes | bytearray | memoryview, bytes | bytearray, int], bytearray]
+Buffer = bytes | bytearray | memoryview
+Mask = Callable[[Buffer, bytes | bytearray, int], bytearray]
+MaskBytes = Callable[[Buffer, bytes | bytearray, int], bytes]
 
 
-def _load() -> Mask | None:
+def _load() -> tuple[Mask, MaskBytes] | tuple[None, None]:
     try:
-        from ._speedups import mask
+        from ._speedups import mask, mask_bytes
     except ImportError:  # built without a C compiler: wsproto's own masker stays
-        return None
-    return mask
+        return None, None
+    return mask, mask_bytes
 
 
-#: ``mask(data, key, offset)`` in C: data XOR the 4-byte key, starting at ``key[offset % 4]``;
-#: None when the extension was not built.
-mask: Mask | None = _load()
+#: ``mask(data, key, offset)`` in C: data XOR the 4-byte key, starting at ``key[offset % 4]``,
+#: as a bytearray; None when the extension was not built.
+mask: Mask | None
+_mask_bytes: MaskBytes | None
+mask, _mask_bytes = _load()
 
 
 class CompiledMasker(XorMaskerSimple):
@@ -49,9 +53,11 @@ class CompiledMasker(XorMaskerSimple):
         self._key = masking_key
         self._offset = 0  # where in the key the next part starts
 
-    def process(self, data: bytes | bytearray) -> bytearray:
-        assert mask is not None
-        masked = mask(data, self._key, self._offset)
+    def process(self, data: bytes | bytearray) -> bytes:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
+        """The part masked, as bytes: wsproto makes bytes of what its masker returns, and
+        bytes it keeps as they are, where a bytearray it would copy."""
+        assert _mask_bytes is not None
+        masked = _mask_bytes(data, self._key, self._offset)
         self._offset = (self._offset + len(data)) & 3
         return masked
 

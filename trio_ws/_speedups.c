@@ -7,9 +7,32 @@
 #include <stdint.h>
 #include <string.h>
 
-/* mask(data, key, offset) -> bytearray: data XOR key repeated, starting at key[offset % 4]. */
+/* data XOR key repeated, starting at key[offset % 4], into out (data.len bytes). */
+static void
+xor_key(const unsigned char *in, Py_ssize_t n, const unsigned char *k, Py_ssize_t offset,
+        unsigned char *out)
+{
+    unsigned char rotated[8];
+    for (int i = 0; i < 8; i++) {
+        rotated[i] = k[(offset + i) & 3];
+    }
+    uint64_t word_key;
+    memcpy(&word_key, rotated, 8);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, in + i, 8);
+        word ^= word_key;
+        memcpy(out + i, &word, 8);
+    }
+    for (; i < n; i++) {
+        out[i] = in[i] ^ rotated[i & 7];
+    }
+}
+
+/* The masked copy of data, as a bytearray or as bytes. */
 static PyObject *
-mask(PyObject *self, PyObject *args)
+masked(PyObject *args, int as_bytes)
 {
     Py_buffer data, key;
     Py_ssize_t offset;
@@ -21,37 +44,38 @@ mask(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "the masking key must be 4 bytes");
         goto done;
     }
-    result = PyByteArray_FromStringAndSize(NULL, data.len);
+    result = as_bytes ? PyBytes_FromStringAndSize(NULL, data.len)
+                      : PyByteArray_FromStringAndSize(NULL, data.len);
     if (result == NULL) {
         goto done;
     }
-    const unsigned char *in = data.buf;
-    const unsigned char *k = key.buf;
-    unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(result);
-    unsigned char rotated[8];
-    for (int i = 0; i < 8; i++) {
-        rotated[i] = k[(offset + i) & 3];
-    }
-    uint64_t word_key;
-    memcpy(&word_key, rotated, 8);
-    Py_ssize_t n = data.len, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        memcpy(&word, in + i, 8);
-        word ^= word_key;
-        memcpy(out + i, &word, 8);
-    }
-    for (; i < n; i++) {
-        out[i] = in[i] ^ rotated[i & 7];
-    }
+    unsigned char *out = (unsigned char *)(as_bytes ? PyBytes_AS_STRING(result)
+                                                    : PyByteArray_AS_STRING(result));
+    xor_key(data.buf, data.len, key.buf, offset, out);
 done:
     PyBuffer_Release(&data);
     PyBuffer_Release(&key);
     return result;
 }
 
+/* mask(data, key, offset) -> bytearray: data XOR key repeated, starting at key[offset % 4]. */
+static PyObject *
+mask(PyObject *self, PyObject *args)
+{
+    return masked(args, 0);
+}
+
+/* mask_bytes(data, key, offset) -> bytes: the same, as bytes, which wsproto then need not
+ * copy (it makes bytes of what its masker returns). */
+static PyObject *
+mask_bytes(PyObject *self, PyObject *args)
+{
+    return masked(args, 1);
+}
+
 static PyMethodDef methods[] = {
     {"mask", mask, METH_VARARGS, "mask(data, key, offset) -> bytearray"},
+    {"mask_bytes", mask_bytes, METH_VARARGS, "mask_bytes(data, key, offset) -> bytes"},
     {NULL, NULL, 0, NULL},
 };
 

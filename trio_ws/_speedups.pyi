@@ -1,3 +1,6 @@
 def mask(
     data: bytes | bytearray | memoryview, key: bytes | bytearray, offset: int, /
 ) -> bytearray: ...
+def mask_bytes(
+    data: bytes | bytearray | memoryview, key: bytes | bytearray, offset: int, /
+) -> bytes: ...
