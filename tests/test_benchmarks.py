@@ -20,6 +20,7 @@ QUICK = {"rtt": 2_000, "idle": 500}  # QUICK_COUNTS in benchmarks/workloads.py
 HAS_PROC = Path("/proc/self/status").exists()  # where run.py reads the server's memory
 
 
+@pytest.mark.slow
 async def test_quick_run_measures_every_library_and_writes_the_report(tmp_path: Path) -> None:
     """rtt and idle, quick, every library: exit 0; every measurement did the work it was asked,
     the server's memory was read at each step, and the table, the JSON and the page agree."""
