@@ -6,18 +6,21 @@ import logging
 import os
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trio
 import trio.testing
 
-from trio_ws._handshake import ClientHandshake, ServerHandshake
+from trio_ws._handshake import ClientHandshake, Opened, ServerHandshake
+from trio_ws._options import connection_options
 from trio_ws._uri import parse_uri
 from trio_ws.client import ClientConnection
-from trio_ws.connection import Connection
+from trio_ws.connection import Connection, session
 from trio_ws.http import Headers
 from trio_ws.server import ServerConnection
+
+C = TypeVar("C", bound=Connection)
 
 _DEFAULTS: dict[str, Any] = {
     "close_timeout": 10,
@@ -88,14 +91,25 @@ async def connection_pair(
         client_stream, server_stream, compression, c_opts["max_size"], s_opts["max_size"]
     )
     logger = logging.getLogger("tests")
-    client = ClientConnection(
-        client_stream, client_opened, is_client=True, logger=logger, **c_opts
-    )
-    server = ServerConnection(
-        server_stream, server_opened, is_client=False, logger=logger, **s_opts
-    )
-    async with client._session(), server._session():
+    client = open_connection(ClientConnection, client_stream, client_opened, logger, **c_opts)
+    server = open_connection(ServerConnection, server_stream, server_opened, logger, **s_opts)
+    async with session(client), session(server):
         yield client, server
+
+
+def open_connection(
+    cls: type[C], stream: trio.abc.Stream, opened: Opened, logger: logging.Logger, **options: Any
+) -> C:
+    """A ``cls`` connection over ``stream`` after ``opened``, with connect()'s ``options``."""
+    return cls(
+        stream,
+        opened.ws,
+        opened.request,
+        opened.response,
+        opened.subprotocol,
+        is_client=cls is ClientConnection,
+        options=connection_options(logger=logger, **options),
+    )
 
 
 def pair_side(pair: tuple[Connection, Connection], side: str) -> tuple[Connection, Connection]:

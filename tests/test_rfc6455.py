@@ -25,7 +25,7 @@ from tests.test_connection import (
 )
 from tests.test_connection import with_peer as with_streams_and_peer
 from tests.test_protocol import CLOSE, CONTINUATION, PING, PONG, TEXT, frame
-from trio_ws.connection import Connection, State
+from trio_ws.connection import Connection, State, session
 from trio_ws.exceptions import ConnectionClosedError, ConnectionClosedOK, ProtocolError
 
 MemoryStream = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]
@@ -101,7 +101,7 @@ async def test_invalid_utf8_fails_with_1007_before_the_message_ends(
     byte arrives: the peer, which never sends the rest, gets a 1007 close frame then end of
     stream, and recv() raises ConnectionClosedError 1007 caused by a ProtocolError."""
     this, peer = with_peer(side)
-    async with this._session():
+    async with session(this):
         await peer.stream.send_all(data(side))
         with pytest.raises(ConnectionClosedError) as info:
             await this.recv()
@@ -142,7 +142,7 @@ async def test_bad_control_frame_fails_the_connection_with_its_code(
     the peer gets a close frame with 1002 (1007 for a reason that is not UTF-8), then end of
     stream, and recv() raises ConnectionClosedError with that code."""
     this, peer = with_peer(side)
-    async with this._session():
+    async with session(this):
         await peer.send(TextMessage(data="before"))
         await peer.stream.send_all(data(side))
         assert await this.recv() == "before"
@@ -165,7 +165,7 @@ async def test_close_frame_with_a_code_that_may_not_be_sent_fails_with_1002(
     """A close code reserved, unassigned or out of range (RFC 6455 §7.4) is a protocol error:
     it is answered with 1002, not echoed, and recv() raises ConnectionClosedError 1002."""
     this, peer = with_peer(side)
-    async with this._session():
+    async with session(this):
         await peer.stream.send_all(frame(side, CLOSE, close_payload(code)))
         with pytest.raises(ConnectionClosedError) as info:
             await this.recv()
@@ -248,7 +248,7 @@ async def test_every_ping_is_answered_while_messages_wait_unread(side: str) -> N
     """Pings between messages are answered in order by the reader while nobody calls recv()
     (the queue is not full); the messages wait, in order, for recv()."""
     this, peer = with_peer(side)
-    async with this._session():
+    async with session(this):
         for i in range(5):
             await peer.send(TextMessage(data=f"m{i}"), Ping(payload=f"p{i}".encode()))
         assert [await peer.receive() for _ in range(5)] == [
@@ -270,7 +270,7 @@ async def test_unsolicited_pong_is_ignored(
     async def ping() -> None:
         rtts.append(await this.ping(b"mine"))
 
-    async with this._session(), trio.open_nursery() as nursery:
+    async with session(this), trio.open_nursery() as nursery:
         nursery.start_soon(ping)
         assert await peer.receive() == Ping(payload=b"mine")
         await trio.sleep(1)
@@ -305,7 +305,7 @@ async def test_keepalive_timeout_reaches_the_users_pending_calls_with_1011(
         errors[name] = info.value
         assert trio.current_time() == 8.0
 
-    async with this._session():
+    async with session(this):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait_in, "recv", this.recv)
             nursery.start_soon(wait_in, "ping", lambda: this.ping(b"user"))
@@ -327,7 +327,7 @@ async def test_keepalive_latency_is_the_last_round_trip(
     this, peer = with_peer(side, ping_interval=5, ping_timeout=3)
     latencies: list[float] = []
 
-    async with this._session():
+    async with session(this):
         for delay in (1.0, 2.5, 0.5):
             ping = await peer.receive()
             assert isinstance(ping, Ping)

@@ -4,12 +4,12 @@ How this works: whoever reads the socket (the connection's reader task, or the t
 puts what the protocol reports, a message that arrived whole as itself and one that arrives in
 pieces piece by piece. The application takes a whole message with :meth:`Inbox.get` (which
 joins pieces) or the pieces of one message, as they arrive, through a :class:`MessageStream`.
-Only one task takes at a time; when there is nothing to take it calls ``pull``, which reads
-the socket or waits for the reader to (``Connection._pull``).
+Only one task takes at a time; when there is nothing to take it waits for the reader.
 
 Backpressure: after each read the reader asks :meth:`Inbox.is_full` and, while it says so,
 waits in :meth:`Inbox.wait_for_room` instead of reading the socket, so that TCP pushes back on
-the peer. The inbox is full while ``max_queue`` complete messages wait, or while the pieces of
+the peer, until takers bring the queue down to its low-water mark. The inbox is full while
+``max_queue`` (its high-water mark) complete messages wait, or while the pieces of
 an unfinished message reach ``PIECES_HIGH_WATER`` and no get() waits for the rest of it (a
 stream takes pieces one by one; get() needs the whole message, bounded by ``max_size``).
 Once the connection is closing the reader reads on for the peer's close frame: messages that
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -80,9 +80,9 @@ class Inbox:
         "_ended",
         "_items",
         "_max_queue",
+        "_max_queue_low",
         "_mid_message",
         "_piece_size",
-        "_pull",
         "_room",
         "_streamed",
         "_taking",
@@ -92,14 +92,16 @@ class Inbox:
     def __init__(
         self,
         max_queue: int | None,
+        max_queue_low: int | None,
         closed_error: Callable[[], ConnectionClosed],
-        pull: Callable[[], Awaitable[None]],
     ) -> None:
-        self._pull = pull  # for a taker with nothing to take: make something arrive
         self._items: deque[Data | _Piece] = deque()
         self._complete = 0  # whole messages in _items; a final piece completes one
         self._piece_size = 0  # the length of the pieces in _items
         self._max_queue = math.inf if max_queue is None else max_queue
+        self._max_queue_low = (
+            math.inf if max_queue is None or max_queue_low is None else max_queue_low
+        )
         self._closed_error = closed_error
         self._arrived = trio.lowlevel.ParkingLot()
         self._room = trio.lowlevel.ParkingLot()
@@ -145,20 +147,12 @@ class Inbox:
         )
 
     async def wait_for_room(self) -> None:
-        """Wait until something was taken, the connection started closing, or wake_reader()."""
+        """Wait until takers brought the queue down to its low-water mark, or it is closing."""
         await self._room.park()
 
-    def wake_reader(self) -> None:
-        """End the reader's wait_for_room()."""
-        self._room.unpark_all()
-
-    async def wait_for_arrival(self) -> None:
-        """For ``pull``: wait until something is put, the inbox ends, or wake_taker()."""
-        await self._arrived.park()
-
-    def wake_taker(self) -> None:
-        """End the taker's wait_for_arrival(): it should pull again."""
-        self._arrived.unpark_all()
+    def _made_room(self) -> None:
+        if self._room and self._complete <= self._max_queue_low:
+            self._room.unpark_all()
 
     @property
     def closing(self) -> bool:
@@ -194,16 +188,15 @@ class Inbox:
                 if self._items and not self._whole_wanted:
                     self._whole_wanted = True
                     self._room.unpark_all()  # the reader may wait at the high-water mark
-                await self._pull()
+                await self._arrived.park()
                 parked = True
-            if not parked:  # pull() was this call's checkpoint
+            if not parked:
                 await trio.lowlevel.checkpoint()
             item = self._items.popleft()
             if type(item) is _Piece:
                 item = self._join(item)
             self._complete -= 1
-            if self._room:
-                self._room.unpark_all()
+            self._made_room()
             return item  # type: ignore[return-value]
         finally:
             self._whole_wanted = False
@@ -226,13 +219,13 @@ class Inbox:
                 if self._ended:
                     await trio.lowlevel.checkpoint()
                     raise self._closed_error()
-                await self._pull()
+                await self._arrived.park()
                 parked = True
             if not parked:
                 await trio.lowlevel.checkpoint()
             item = self._items.popleft()
             if self._room:
-                self._room.unpark_all()
+                self._room.unpark_all()  # pieces taken: room below the pieces' high-water mark
             if type(item) is not _Piece:
                 stream.done = True
                 self._complete -= 1

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from ._closing import SENDABLE_CODES
 from .http import Headers, HeadersLike
 
 __all__ = [
@@ -148,9 +149,6 @@ def check_timeout(option: str, value: float | None) -> float:
     return _seconds(option, value, minimum="at least 0", allow_zero=True)
 
 
-# RFC 6455 §7.4.1 codes an endpoint may send, plus the IANA-registered 1012 and 1013. Not 1014:
-# wsproto, so every trio_ws peer, fails a close frame with it as a protocol error.
-_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1014)})
 # RFC 6455 §5.5: a control frame carries at most 125 bytes, 2 of which are the close code.
 _MAX_CLOSE_REASON = 123
 
@@ -171,7 +169,7 @@ def _close_code(code: object, reason: object) -> None:
         raise _type_error("close code", "an int", code)
     if not isinstance(reason, str):
         raise _type_error("close reason", "a str", reason)
-    if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+    if code not in SENDABLE_CODES and not 3000 <= code <= 4999:
         raise ValueError(
             f"close code {code} may not be sent (RFC 6455 §7.4): "
             "use 1000-1003, 1007-1013 or 3000-4999"

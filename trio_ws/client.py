@@ -13,7 +13,7 @@ from ._handshake import ClientHandshake, Opened
 from ._options import connection_options, handshake_options, header_option
 from ._uri import WebSocketURI, parse_uri
 from ._version import __version__
-from .connection import Connection, LoggerLike
+from .connection import Connection, LoggerLike, session
 from .exceptions import InvalidHandshake
 from .http import Headers, HeadersLike
 
@@ -139,17 +139,15 @@ async def connect(
     stream, opened = await _open(parsed, handshake, opening.ssl, deadline, open_timeout)
     ws = ClientConnection(
         stream,
-        opened,
+        opened.ws,
+        opened.request,
+        opened.response,
+        opened.subprotocol,
         is_client=True,
-        close_timeout=options.close_timeout,
-        ping_interval=options.ping_interval,
-        ping_timeout=options.ping_timeout,
-        max_size=options.max_message_size,
-        max_queue=options.max_queue_high,
-        logger=options.logger,
+        options=options,
     )
     del handshake, opened  # the handshake's state, not needed while the connection lives
-    async with ws._session():  # pyright: ignore[reportPrivateUsage]
+    async with session(ws):
         yield ws
 
 

@@ -37,7 +37,7 @@ from ._options import (
     header_option,
 )
 from ._version import __version__
-from .connection import Connection, LoggerLike
+from .connection import Connection, LoggerLike, session
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .http import Headers, HeadersLike
 
@@ -258,7 +258,7 @@ class Server:
         self._connections.add(ws)
         raised: Exception | None = None
         try:
-            async with ws._session(self._keepalive):  # pyright: ignore[reportPrivateUsage]
+            async with session(ws, self._keepalive):
                 if self._closing is not None:
                     # Its 101 went out as aclose() began, which did not see it: close it here.
                     await ws.aclose(*self._closing)
@@ -470,14 +470,12 @@ async def serve(
     def new_connection(stream: trio.abc.Stream, opened: Opened) -> ServerConnection:
         return ServerConnection(
             stream,
-            opened,
+            opened.ws,
+            opened.request,
+            opened.response,
+            opened.subprotocol,
             is_client=False,
-            close_timeout=options.close_timeout,
-            ping_interval=options.ping_interval,
-            ping_timeout=options.ping_timeout,
-            max_size=options.max_message_size,
-            max_queue=options.max_queue_high,
-            logger=options.logger,
+            options=options,
         )
 
     server = Server(
