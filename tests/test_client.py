@@ -1130,3 +1130,19 @@ async def test_invalid_additional_headers_raise_value_error_before_connecting(
         async with trio_ws.connect("ws://127.0.0.1:9/", additional_headers=headers):
             pass  # pragma: no cover
     assert open_fds() == before
+
+
+async def test_leaving_the_block_while_cancelled_still_sends_the_close_frame() -> None:
+    """A scope cancelled inside the block, then the block exits: the server still gets our
+    close frame (1000, the body returned), not a dropped connection (1006)."""
+    handler = EchoHandler()
+    async with ws_server(handler) as port:
+        with trio.CancelScope() as scope:
+            async with trio_ws.connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send("hi")
+                assert await ws.recv() == "hi"
+                scope.cancel()
+        with trio.fail_after(5):
+            await handler.connections[0].wait_closed()
+    assert handler.connections[0].close_code == 1000
+    assert ws.state is trio_ws.State.CLOSED

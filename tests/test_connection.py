@@ -1638,3 +1638,126 @@ async def test_compressed_pieces_can_be_inflated_as_they_arrive(side: str) -> No
                     with trio.fail_after(5):  # held back by zlib, it would never come
                         assert await stream.__anext__() == text
             assert [p async for p in stream] == []
+
+
+# -- failure paths: what a bug, a cancellation or a busy application leaves ------------------
+
+
+async def test_a_bug_in_a_ping_round_fails_the_connection_with_1011_and_its_cause(
+    side: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bug raised in a keepalive ping round is reported, never raised: the connection
+    fails with 1011 "internal error", the cause chained, and the session ends normally."""
+    bug = RuntimeError("injected")
+
+    async def broken_ping(self: Connection) -> bool:
+        raise bug
+
+    monkeypatch.setattr(Connection, "_keepalive_ping", broken_ping)
+    this, peer, _, _ = with_peer(side, ping_interval=1)
+    async with session(this):
+        with pytest.raises(ConnectionClosedError) as info:
+            await this.recv()
+        assert (info.value.code, info.value.reason) == (1011, "internal error")
+        assert info.value.__cause__ is bug
+        assert trio.current_time() == 1.0
+    assert this.state is State.CLOSED
+    assert await peer.receive() == CloseConnection(code=1011, reason="internal error")
+
+
+async def test_a_bug_that_escapes_a_background_task_is_an_internal_error_not_cancelled(
+    side: str, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bug that escapes a background task comes out of the session as a WebSocketError
+    "internal error" chained to it: never as a bare Cancelled or ExceptionGroup."""
+    from trio_ws._writer import Writer
+    from trio_ws.exceptions import WebSocketError
+
+    bug = RuntimeError("injected")
+
+    async def broken_drain(self: Writer) -> None:
+        raise bug
+
+    monkeypatch.setattr(Writer, "_drain_task", broken_drain)
+    this, peer, _, _ = with_peer(side)
+    with pytest.raises(WebSocketError, match="internal error") as info:
+        async with session(this):
+            await this.send("starts the drain task")
+            await trio.sleep_forever()
+    assert info.value.__cause__ is bug
+    assert not isinstance(info.value, ConnectionClosed)
+    assert this.state is State.CLOSED
+    del peer
+
+
+async def test_send_of_a_mapping_is_a_type_error_and_sends_nothing(side: str) -> None:
+    """send({...}) raises TypeError (a forgotten json.dumps), instead of sending the keys."""
+    async with connection_pair() as pair:
+        this, other = pair_side(pair, side)
+        for mapping in ({"type": "hello"}, {}):
+            with pytest.raises(TypeError, match=r"json\.dumps"):
+                await this.send(mapping)  # type: ignore[arg-type]
+        await this.send("after")
+        assert await other.recv() == "after"
+
+
+async def test_keepalive_keeps_a_peer_whose_messages_fill_the_queue(
+    side: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With max_queue=4 and an application busy for 3 s, a peer that sends 10 messages and
+    answers every ping is alive: no 1011, every message arrives once the application reads."""
+    keepalive = {"ping_interval": 0.5, "ping_timeout": 0.5, "max_queue": 4}
+    this, other = this_and_other(side, **{f"{side}_options": keepalive})
+    async with sessions(this, other):
+        for i in range(10):
+            await other.send(str(i))
+        await trio.sleep(3)  # busy elsewhere: the queue stays full, the reader stopped
+        assert this.state is State.OPEN
+        assert [await this.recv() for _ in range(10)] == [str(i) for i in range(10)]
+        assert other.state is State.OPEN
+
+
+class _CancelAfterSteps(trio.abc.Instrument):
+    """Cancels ``scope`` as ``task`` starts its step number ``steps`` from now."""
+
+    def __init__(self, task: trio.lowlevel.Task, scope: trio.CancelScope, steps: int) -> None:
+        self.task, self.scope, self.steps = task, scope, steps
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps -= 1
+            if self.steps == 0:
+                self.scope.cancel()
+
+
+@pytest.mark.parametrize("size", [10, 5 * FRAME_SIZE])
+async def test_send_cancelled_at_every_step_never_cuts_a_frame(side: str, size: int) -> None:
+    """Cancel a send() after each of its scheduling steps in turn, k = 0, 1, ... until one
+    completes, while the peer reads slowly: every time, the peer gets the message whole or
+    not at all, then the next message, and the connection stays open."""
+    streams = trio.testing.lockstep_stream_pair()
+    this, other = this_and_other(side, streams, write_limit=(1024, 0), max_size=None)
+    swept = 0
+    async with sessions(this, other):
+        for steps in range(10_000):
+            message = bytes([steps % 256]) * size
+            async with trio.open_nursery() as nursery:
+                with trio.CancelScope() as scope:
+                    if steps == 0:
+                        scope.cancel()
+                    instrument = _CancelAfterSteps(trio.lowlevel.current_task(), scope, steps)
+                    trio.lowlevel.add_instrument(instrument)
+                    try:
+                        await this.send(message)
+                    finally:
+                        trio.lowlevel.remove_instrument(instrument)
+                nursery.start_soon(this.send, b"next")
+                received = await other.recv()
+                if received != b"next":
+                    assert received == message
+                    assert await other.recv() == b"next"
+            assert this.state is State.OPEN
+            swept += 1
+            if not scope.cancelled_caught:
+                break
+    assert swept >= 2  # cancelled before the message is queued, and while it drains
