@@ -35,6 +35,7 @@ from wsproto.frame_protocol import CloseReason
 from tests.conftest import connection_pair, open_connection, pair_side
 from trio_ws import http
 from trio_ws._handshake import Opened
+from trio_ws._keepalive import Keepalive
 from trio_ws._protocol import FRAME_SIZE
 from trio_ws.client import ClientConnection
 from trio_ws.connection import Connection, Data, State, session
@@ -1650,10 +1651,10 @@ async def test_a_bug_in_a_ping_round_fails_the_connection_with_1011_and_its_caus
     fails with 1011 "internal error", the cause chained, and the session ends normally."""
     bug = RuntimeError("injected")
 
-    async def broken_ping(self: Connection) -> bool:
+    async def broken_ping(self: Keepalive) -> bool:
         raise bug
 
-    monkeypatch.setattr(Connection, "_keepalive_ping", broken_ping)
+    monkeypatch.setattr(Keepalive, "ping", broken_ping)
     this, peer, _, _ = with_peer(side, ping_interval=1)
     async with session(this):
         with pytest.raises(ConnectionClosedError) as info:

@@ -1,4 +1,4 @@
-"""Keepalive scheduling: one task times the pings of many connections.
+"""Keepalive: one task times the pings of many connections; each ping round is a short task.
 
 How this works: a connection that waits for its next keepalive ping is an entry in a
 ``KeepaliveTimer``'s heap, not a sleeping task of its own (a task costs about 4 KiB). A server
@@ -17,12 +17,17 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
+from ._closing import State
 from ._options import LoggerLike
 
-__all__ = ["KeepaliveTimer", "Timed"]
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["Keepalive", "KeepaliveTimer", "Timed"]
 
 
 class Timed:
@@ -84,3 +89,82 @@ class KeepaliveTimer:
                         timed.fire()
                     except Exception:
                         self._logger.exception("internal error in a keepalive callback: %r", timed)
+
+
+class Keepalive:
+    """One connection's keepalive: a ping round every ``ping_interval``, timed by a
+    :class:`KeepaliveTimer`, each round a short task in the connection's nursery.
+
+    A round fails the connection with 1011 when its pong has not come ``ping_timeout`` after
+    the ping went out while we were reading, and aborts it when the peer took none of our
+    bytes for that long. A peer whose messages fill our queue, or that slowly reads a large
+    message of ours, is alive.
+    """
+
+    __slots__ = ("_core", "_round_scope", "_timed", "_timer")
+
+    def __init__(self, core: Core, timer: KeepaliveTimer) -> None:
+        self._core = core
+        self._timer = timer
+        self._timed: Timed | None = None  # the next round, while it waits
+        self._round_scope: trio.CancelScope | None = None  # the round's, while it runs
+
+    def schedule(self) -> None:
+        """Start a ping round one ``ping_interval`` from now."""
+        interval = self._core.options.ping_interval
+        assert interval is not None
+        self._timed = self._timer.call_at(trio.current_time() + interval, self._start_round)
+
+    def stop(self) -> None:
+        if self._timed is not None:
+            self._timed.cancel()
+            self._timed = None
+        if self._round_scope is not None:
+            self._round_scope.cancel()
+
+    def _start_round(self) -> None:
+        self._timed = None
+        core = self._core
+        if core.state is State.OPEN and core.tasks is not None:
+            core.tasks.start_soon(self._round)
+
+    async def _round(self) -> None:
+        """Send a keepalive ping and wait for its pong; schedule the next round if it came."""
+        core = self._core
+        answered = False
+        try:
+            with trio.CancelScope() as self._round_scope:
+                answered = await self.ping()
+        except Exception as exc:  # a bug in trio_ws: reported, never raised
+            core.logger.error("connection %s: internal error in keepalive", core.id, exc_info=exc)
+            await core.fail(1011, "internal error", exc)
+            return
+        finally:
+            self._round_scope = None
+        if answered and core.state is State.OPEN:
+            self.schedule()
+
+    async def ping(self) -> bool:
+        """One keepalive ping; True if its pong came, False if the connection failed."""
+        core = self._core
+        if core.state is not State.OPEN:
+            return False
+        timeout = core.options.ping_timeout
+        payload = core.pings.new_payload()
+        pending = core.pings.add(payload)
+        core.writer.write(core.protocol.send_ping(payload))
+        try:
+            while True:
+                with trio.move_on_after(timeout):
+                    return await pending.wait() is not None
+                if core.writer.stalled_for(trio.current_time()) >= timeout:
+                    stalled = f"no write progress for {timeout:g} s: the peer stopped reading"
+                    await core.abort(1011, stalled)
+                    return False
+                # Our ping may still wait behind writes that progress, or its pong behind
+                # messages we stopped reading for backpressure: the peer is alive.
+                if not core.writer.buffered and not core.inbox.is_full():
+                    await core.fail(1011, "keepalive ping timeout", None)
+                    return False
+        finally:
+            core.pings.forget(payload, pending)

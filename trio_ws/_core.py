@@ -1,0 +1,368 @@
+"""The machinery of one open connection, behind :class:`~trio_ws.connection.Connection`.
+
+How this works: a :class:`Core` owns the stream and everything that runs for it, and
+:meth:`Core.session` runs it: a nursery for the background tasks around the body that uses the
+connection (``connect()``'s block, a server's handler), and the closing handshake when the body
+exits. By concern:
+
+- ``_reader.py``: the reader task alone reads the stream and hands every read to ``_take_in``,
+  which acts on it at once: messages to the inbox (``_inbox.py``), where ``recv()`` takes them;
+  pongs to the pings in flight (``_pings.py``); the answers to pings and close frames to the
+  writer. So a ping is answered as soon as it is read, whatever the application does.
+- ``_writer.py``: whole frames go into a bounded buffer, written at once when the socket takes
+  them and by a drain task otherwise. Queueing never blocks, so no cancellation cuts a frame.
+- ``_closing.py``: the close frames and the first failure, which decide what every later call
+  raises and what our close frame says.
+- ``_keepalive.py``: a timer (one per server, or one per client connection) starts a ping
+  round every ``ping_interval``.
+
+The reader and the drain task run in shielded cancel scopes, so that a cancelled body can still
+send its close frame and read the peer's; ``close_timeout`` bounds that, then they are
+cancelled. Only :meth:`Core.finish` closes the stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import _groups
+from ._closing import Ending, State
+from ._inbox import Inbox
+from ._keepalive import Keepalive, KeepaliveTimer
+from ._pings import Pings
+from ._protocol import (
+    FRAME_SIZE,
+    CloseReceived,
+    FragmentReceived,
+    MessageReceived,
+    PingReceived,
+    PongReceived,
+    Protocol,
+)
+from ._reader import Reader
+from ._writer import Writer
+from .exceptions import ConnectionClosed, WebSocketError
+
+if TYPE_CHECKING:
+    from wsproto.connection import Connection as WSProtoConnection
+
+    from ._options import ConnectionOptions
+
+__all__ = ["Core"]
+
+_Piece = bytes | bytearray | memoryview | str
+
+
+class Core:
+    """One connection's state and background work; the public API is ``Connection``'s."""
+
+    __slots__ = (
+        "_keepalive",
+        "closed",
+        "ending",
+        "id",
+        "inbox",
+        "is_client",
+        "logger",
+        "options",
+        "pings",
+        "protocol",
+        "reader",
+        "state",
+        "stream",
+        "tasks",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSProtoConnection,
+        *,
+        is_client: bool,
+        options: ConnectionOptions,
+    ) -> None:
+        self.stream = stream
+        self.protocol = Protocol(
+            ws,
+            max_size=options.max_message_size,
+            max_fragment_size=options.max_fragment_size,
+        )
+        self.is_client = is_client
+        self.options = options
+        self.logger = options.logger
+        self.id = uuid.uuid4()
+        self.state = State.OPEN
+        self.ending = Ending()
+        self.inbox = Inbox(options.max_queue_high, options.max_queue_low, self.closed_error)
+        self.writer = Writer(
+            stream,
+            high=options.write_limit_high,
+            low=options.write_limit_low,
+            on_lost=self._write_failed,
+        )
+        self.reader = Reader(
+            stream,
+            self.inbox,
+            take_in=self._take_in,
+            on_end=self._read_ended,
+            on_bug=self._reader_bug,
+            finish=self._reader_finished,
+        )
+        self.pings = Pings()
+        self._keepalive: Keepalive | None = None  # while the session runs with keepalive on
+        self.tasks: trio.Nursery | None = None  # the session's nursery, while it runs
+        self.closed = trio.Event()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self.state is not State.OPEN or not self.protocol.can_send_data:
+            raise self.closed_error()
+
+    async def start_sending(self) -> None:
+        """The start of every call that sends: raise Cancelled or ConnectionClosed before
+        anything is queued, with a checkpoint either way."""
+        if self.state is not State.OPEN or not self.protocol.can_send_data:
+            await trio.lowlevel.checkpoint()
+            raise self.closed_error()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def queue_message(self, message: _Piece) -> None:
+        """Frame a whole message and queue its frames; raise if the connection is closing."""
+        self.check_open()
+        protocol, writer = self.protocol, self.writer
+        if len(message) <= FRAME_SIZE:
+            writer.write(protocol.send_message(message))
+            return
+        for piece, last in protocol.split_message(message):
+            writer.write(protocol.send_fragment(piece, last))
+
+    async def wait_for_room(self) -> None:
+        """The end of every call that queues a frame: its checkpoint, and backpressure."""
+        if self.writer.is_full():
+            await self.writer.wait_for_room()
+            if self.writer.lost:  # the connection failed before the message went out
+                raise self.closed_error()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    # -- closing ---------------------------------------------------------------------------
+
+    async def aclose(self, code: int, reason: str) -> None:
+        """``Connection.aclose()`` with its arguments checked: cancelled, it gives up."""
+        try:
+            await self.close(code, reason)
+        except BaseException:
+            await self.give_up()
+            raise
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send our close frame, wait for the peer's and the end of the stream, bounded."""
+        self.send_close(code, reason)
+        with trio.move_on_after(self.options.close_timeout):
+            await self.closed.wait()
+        if not self.closed.is_set():
+            self.logger.debug("connection %s: closing handshake timed out", self.id)
+            self.reader.scope.cancel()
+            await self.finish()
+
+    async def give_up(self) -> None:
+        """Close at once, after a bounded wait for our close frame to go out. Never raises."""
+        with trio.move_on_after(self.options.close_timeout, shield=True):
+            await self.writer.drain()
+        self.reader.scope.cancel()
+        await self.finish()
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Queue our close frame (a new one, or the answer to the peer's) unless it is out."""
+        if self.protocol.close_sent or self.state is State.CLOSED:
+            return
+        code, reason = self.ending.frame_to_send(code, reason)
+        data = self.protocol.send_close(code, reason)
+        self.ending.sent = (code, reason)
+        if self.state is State.OPEN:
+            self.state = State.CLOSING
+        self.inbox.start_closing()  # the reader must read the peer's answer, queue full or not
+        self.stop_keepalive()
+        self.writer.write(data)
+
+    async def fail(self, code: int, reason: str, cause: BaseException | None) -> None:
+        """Fail the connection (RFC 6455 §7.1.7): a close frame if possible, then close TCP."""
+        self.record_failure(code, reason, cause)
+        self.logger.debug("connection %s failed: %d %s", self.id, code, reason)
+        self.send_close(code, reason)
+        await self.give_up()
+
+    async def abort(self, code: int, reason: str) -> None:
+        """Fail the connection without a close frame, for a peer that takes no more bytes."""
+        self.record_failure(code, reason, None)
+        self.logger.debug("connection %s aborted: %d %s", self.id, code, reason)
+        self.reader.scope.cancel()
+        await self.finish()
+
+    def record_failure(self, code: int, reason: str, cause: BaseException | None) -> None:
+        self.ending.record_failure(code, reason, cause)
+        self.inbox.end()
+
+    async def finish(self) -> None:
+        """Mark the connection closed and release its socket. Safe to call more than once.
+
+        Never raises Cancelled: it runs in cancelled scopes (the reader's exit, the session's
+        cleanup), where a Cancelled would leave ``closed`` unset or replace the exception
+        being handled.
+        """
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self.inbox.end()
+            self.pings.settle_all()
+            self.stop_keepalive()
+            self.writer.stop()
+            rcvd = self.ending.rcvd
+            code = 1006 if rcvd is None else rcvd[0]
+            self.logger.debug("connection %s closed: the peer's code %s", self.id, code)
+        if self.closed.is_set():
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        with trio.CancelScope(shield=True):  # bounded: aclose_forcefully never blocks
+            await trio.aclose_forcefully(self.stream)
+        self.closed.set()
+
+    def closed_error(self) -> ConnectionClosed:
+        """The exception that says how the connection ended (or is ending)."""
+        return self.ending.error(closed=self.state is State.CLOSED)
+
+    # -- what the reader and the writer report ---------------------------------------------
+
+    # -- what the reader and the writer report ---------------------------------------------
+
+    def _take_in(self, data: bytes | bytearray) -> bool:
+        """Act on bytes read: False once nothing more should be read."""
+        inbox = self.inbox
+        for event in self.protocol.receive_data(data):
+            if isinstance(event, MessageReceived):  # the hot path
+                inbox.put_message(event.data)
+            elif isinstance(event, FragmentReceived):
+                inbox.put_piece(event.data, event.final)
+            elif isinstance(event, PingReceived):
+                if self.protocol.can_send_data:
+                    self.writer.write(self.protocol.send_pong(event.payload))
+            elif isinstance(event, PongReceived):
+                self.pings.settle(event.payload)
+            elif isinstance(event, CloseReceived):
+                self.ending.rcvd = (event.code, event.reason)
+                inbox.end()
+                self.send_close(event.code, "")
+                return self._await_server_eof()
+            else:
+                self.record_failure(event.code, event.reason, event.error)
+                self.send_close(event.code, event.reason)
+                return False
+        return True
+
+    def _await_server_eof(self) -> bool:
+        """After the closing handshake: RFC 6455 §7.1.1 has the server close TCP first."""
+        if not self.is_client:
+            return False
+        self.reader.scope.deadline = trio.current_time() + self.options.close_timeout
+        return True
+
+    def _read_ended(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.record_failure(1006, "connection lost", error)
+        self.inbox.end()
+
+    def _reader_bug(self, exc: Exception) -> None:
+        self.logger.error("connection %s: internal error in the reader", self.id, exc_info=exc)
+        self.record_failure(1011, "internal error", exc)
+        self.send_close(1011, "internal error")
+
+    async def _reader_finished(self) -> None:
+        """Reading is over: flush what is queued (a close frame), bounded, then close."""
+        if self.state is not State.CLOSED and not self.writer.lost:
+            with trio.move_on_after(self.options.close_timeout, shield=True):
+                await self.writer.drain()
+        await self.finish()
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.record_failure(1006, "connection lost", exc)
+        self.reader.scope.cancel()
+
+    # -- the session -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def session(self, keepalive: KeepaliveTimer | None) -> AsyncGenerator[None, None]:
+        """Run the background work around the body; close the connection when it exits.
+
+        ``keepalive`` times this connection's pings, from a task outside the session (a server's,
+        for all its connections); without it the session runs a timer of its own.
+
+        A body that returns closes with 1000 as ``aclose()`` does; one that raises closes with
+        1011, one that is cancelled with 1001, in a shielded step bounded by ``close_timeout``.
+        Either way the peer gets a close frame while the socket works. What the body raised comes
+        out as itself: it is held until the nursery has exited, since a nursery copies an
+        ExceptionGroup that goes through it, and re-raised even if that exit was cancelled. A bug
+        in trio_ws that escapes a background task comes out as a WebSocketError "internal error"
+        chained to it, never as Cancelled.
+        """
+        body_error: BaseException | None = None
+        own_timer: KeepaliveTimer | None = None
+        try:
+            async with _groups.open_nursery() as nursery:
+                self._start(nursery, keepalive)
+                if self.options.ping_interval is not None and keepalive is None:
+                    own_timer = KeepaliveTimer(self.logger)
+                    nursery.start_soon(own_timer.run)
+                    self._start_keepalive(own_timer)
+                try:
+                    yield
+                except BaseException as exc:
+                    body_error = exc
+                    code, reason = (
+                        (1011, "internal error")
+                        if isinstance(exc, Exception)
+                        else (1001, "going away")
+                    )
+                    with trio.CancelScope(shield=True):
+                        await self.close(code, reason)
+                else:
+                    await self.aclose(1000, "")  # cancelled, it still sends its close frame
+                finally:
+                    if own_timer is not None:
+                        own_timer.stop()
+                    self.reader.scope.cancel()
+                    await self.finish()
+        except trio.Cancelled:
+            if body_error is None:
+                raise
+        except Exception as exc:  # a bug escaped a background task
+            self.logger.error("connection %s: internal error", self.id, exc_info=exc)
+            if body_error is None or isinstance(body_error, trio.Cancelled):
+                raise WebSocketError(f"internal error in trio_ws: {exc!r}") from exc
+        finally:
+            self.tasks = self._keepalive = None
+        if body_error is not None:
+            _groups.reraise(body_error)
+
+    def _start(self, nursery: trio.Nursery, keepalive: KeepaliveTimer | None) -> None:
+        self.tasks = nursery
+        self.writer.start(nursery)
+        if not self._take_in(b""):  # frames that came with the handshake, if any
+            self.reader.scope.cancel()
+        nursery.start_soon(self.reader.run)
+        if keepalive is not None:
+            self._start_keepalive(keepalive)
+
+    def _start_keepalive(self, timer: KeepaliveTimer) -> None:
+        if self.options.ping_interval is not None:
+            self._keepalive = Keepalive(self, timer)
+            self._keepalive.schedule()
+
+    def stop_keepalive(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.stop()
