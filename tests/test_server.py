@@ -829,3 +829,40 @@ async def test_a_raising_keepalive_callback_keeps_the_timer_and_the_server_alive
     assert "internal error in a keepalive callback" in record.getMessage()
     assert record.exc_info is not None
     assert str(record.exc_info[1]) == "bug in a keepalive callback"
+
+
+async def test_hard_stop_while_handlers_stream_large_messages_gives_every_client_1001() -> None:
+    """server.cancel_scope.cancel() while every handler is sending 256 KiB messages: each
+    handler's message in flight goes out whole, then its close frame, so every client sees
+    1001, none 1006 (a frame cut by the cancellation used to leave no room for a close)."""
+    started = trio.Semaphore(0)
+
+    async def stream_forever(ws: ServerConnection) -> None:
+        while True:
+            await ws.send(b"x" * 256 * 1024)
+
+    codes: list[int] = []
+
+    async def client(server: Server) -> None:
+        async with trio_ws.connect(uri(server), compression=None, max_size=None) as ws:
+            assert len(await ws.recv()) == 256 * 1024
+            started.release()
+            try:
+                while True:
+                    await ws.recv()
+            except trio_ws.ConnectionClosed as exc:
+                codes.append(exc.code)
+
+    clients = 20
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(
+                partial(trio_ws.serve, stream_forever, "127.0.0.1", 0, compression=None)
+            )
+            async with trio.open_nursery() as clients_nursery:
+                for _ in range(clients):
+                    clients_nursery.start_soon(client, server)
+                for _ in range(clients):
+                    await started.acquire()
+                server.cancel_scope.cancel()
+    assert codes == [1001] * clients
