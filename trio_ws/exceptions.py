@@ -86,7 +86,12 @@ class InvalidStatus(InvalidHandshake):
 
 
 class PayloadTooBig(WebSocketError):
-    """A received message was larger than ``max_size``; the connection failed with 1009.
+    """A received message was too big; the connection failed with 1009.
+
+    Too big: a message over ``max_size`` (refused as soon as a frame header announces it), a
+    frame over ``max_fragment_size``, or a message in more frames than ``max_size`` allows
+    (each frame after the first counts 64 bytes against it, so that tiny fragments cannot
+    make a message cost far more memory than its payload).
 
     It arrives as the ``__cause__`` of the :exc:`ConnectionClosedError` (code 1009) that
     ``recv()`` raises once the messages received before it have been read.
