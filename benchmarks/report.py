@@ -249,7 +249,7 @@ def environment(pinning: str) -> dict[str, Any]:
         "ls-files", "--others", "--exclude-standard", "--", "trio_ws"
     )
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "versions": {

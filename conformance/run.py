@@ -316,7 +316,7 @@ async def run_mode(mode: str, options: Options, environment: dict[str, Any]) -> 
     report = options.out / mode
     clear_report(report)
     log(f"== {mode} mode: {DESCRIPTIONS[mode]}")
-    date = datetime.datetime.now(datetime.timezone.utc)
+    date = datetime.datetime.now(datetime.UTC)
     started = trio.current_time()
     # The nursery holds the tasks that forward the children's output; they end with the
     # children, which the mode ends before it returns or raises.

@@ -33,9 +33,6 @@ from trio_ws.exceptions import (
 )
 from trio_ws.server import DEFAULT_SERVER_HEADER, ServerConnection
 
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import ExceptionGroup
-
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # -- helpers ---------------------------------------------------------------------------------

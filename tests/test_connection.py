@@ -8,7 +8,6 @@ and answers only when a test says so.
 from __future__ import annotations
 
 import logging
-import sys
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,9 +47,6 @@ from trio_ws.exceptions import (
     ProtocolError,
 )
 from trio_ws.server import ServerConnection
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import ExceptionGroup
 
 _OPTIONS: dict[str, Any] = {
     "close_timeout": 10,

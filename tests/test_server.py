@@ -6,7 +6,6 @@ import logging
 import math
 import socket
 import struct
-import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -30,9 +29,6 @@ from trio_ws.exceptions import (
 )
 from trio_ws.http import Headers
 from trio_ws.server import Server, ServerConnection
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import ExceptionGroup
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

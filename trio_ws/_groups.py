@@ -7,7 +7,6 @@ itself, never a bare group; anything else is a bug, reported as such and chained
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import NoReturn
@@ -15,9 +14,6 @@ from typing import NoReturn
 import trio
 
 from .exceptions import WebSocketError
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 
 def reraise(exc: BaseException) -> NoReturn:

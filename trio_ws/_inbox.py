@@ -21,14 +21,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Self
 
 import trio
 
 from .exceptions import ConcurrencyError, ConnectionClosed
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 __all__ = ["PIECES_HIGH_WATER", "Inbox", "MessageStream"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Self, cast
 
 import trio
 
@@ -25,7 +25,6 @@ from .exceptions import ConnectionClosed, ConnectionClosedOK
 if TYPE_CHECKING:
     import uuid
 
-    from typing_extensions import Self
     from wsproto.connection import Connection as WSProtoConnection
 
     from ._keepalive import KeepaliveTimer
