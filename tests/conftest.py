@@ -14,9 +14,10 @@ import trio.testing
 
 from trio_ws._handshake import ClientHandshake, Opened, ServerHandshake
 from trio_ws._options import connection_options
+from trio_ws._session import session
 from trio_ws._uri import parse_uri
 from trio_ws.client import ClientConnection
-from trio_ws.connection import Connection, session
+from trio_ws.connection import Connection
 from trio_ws.http import Headers
 from trio_ws.server import ServerConnection
 

@@ -36,8 +36,9 @@ from trio_ws import http
 from trio_ws._handshake import Opened
 from trio_ws._keepalive import Keepalive
 from trio_ws._protocol import FRAME_SIZE
+from trio_ws._session import session
 from trio_ws.client import ClientConnection
-from trio_ws.connection import Connection, Data, State, session
+from trio_ws.connection import Connection, Data, State
 from trio_ws.exceptions import (
     ConcurrencyError,
     ConnectionClosed,

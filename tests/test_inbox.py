@@ -16,7 +16,7 @@ from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 from tests.test_connection import Peer, with_lockstep_peer, with_peer
 from tests.test_protocol import CONTINUATION, TEXT, frame
 from trio_ws._inbox import PIECES_HIGH_WATER
-from trio_ws.connection import session
+from trio_ws._session import session
 from trio_ws.exceptions import ConcurrencyError, ConnectionClosedError, ConnectionClosedOK
 
 

@@ -25,7 +25,8 @@ from tests.test_connection import (
 )
 from tests.test_connection import with_peer as with_streams_and_peer
 from tests.test_protocol import CLOSE, CONTINUATION, PING, PONG, TEXT, frame
-from trio_ws.connection import Connection, State, session
+from trio_ws._session import session
+from trio_ws.connection import Connection, State
 from trio_ws.exceptions import ConnectionClosedError, ConnectionClosedOK, ProtocolError
 
 MemoryStream = trio.StapledStream[trio.testing.MemorySendStream, trio.testing.MemoryReceiveStream]

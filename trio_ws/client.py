@@ -11,9 +11,10 @@ import trio
 
 from ._handshake import ClientHandshake, Opened
 from ._options import connection_options, handshake_options, header_option
+from ._session import session
 from ._uri import WebSocketURI, parse_uri
 from ._version import __version__
-from .connection import Connection, LoggerLike, session
+from .connection import Connection, LoggerLike
 from .exceptions import InvalidHandshake
 from .http import Headers, HeadersLike
 

@@ -1,7 +1,7 @@
 """An open WebSocket connection over a trio stream: the same API on the client and the server.
 
 :class:`Connection` is the public face; the machinery (reader, write buffer, closing handshake,
-keepalive) is ``_core.Core``'s, and ``session()`` runs it around the body that uses the
+keepalive) is ``_core.Core``'s, and ``_session.session()`` runs it around the body that uses the
 connection, for ``connect()`` and ``serve()``.
 
 What a cancelled call leaves: ``recv()`` consumes nothing; ``send()`` never cuts a frame (a
@@ -12,7 +12,6 @@ message is queued whole in the write buffer or not at all, and the connection st
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Self, cast
 
 import trio
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
     from wsproto.connection import Connection as WSProtoConnection
 
-    from ._keepalive import KeepaliveTimer
     from .http import Request, Response
 
 __all__ = [
@@ -389,13 +387,3 @@ class Connection:
     async def wait_closed(self) -> None:
         """Wait until the connection is closed and its socket released."""
         await self._core.closed.wait()
-
-
-def session(
-    ws: Connection, keepalive: KeepaliveTimer | None = None
-) -> AbstractAsyncContextManager[None]:
-    """Run the background work of ``ws`` around a body; close the connection when it exits.
-
-    For ``connect()`` and ``serve()``; see ``_core.Core.session``.
-    """
-    return ws._core.session(keepalive)  # pyright: ignore[reportPrivateUsage]

@@ -36,8 +36,9 @@ from ._options import (
     handshake_options,
     header_option,
 )
+from ._session import session
 from ._version import __version__
-from .connection import Connection, LoggerLike, session
+from .connection import Connection, LoggerLike
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .http import Headers, HeadersLike
 
