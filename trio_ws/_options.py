@@ -19,7 +19,7 @@ import reprlib
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from ._closing import SENDABLE_CODES
 from .http import Headers, HeadersLike
@@ -28,6 +28,7 @@ __all__ = [
     "ConnectionOptions",
     "HandshakeOptions",
     "LoggerLike",
+    "call_options",
     "check_close_code",
     "check_timeout",
     "connection_options",
@@ -127,6 +128,33 @@ def handshake_options(
         subprotocols=_subprotocols(subprotocols),
         headers=_headers(additional_headers),
     )
+
+
+def call_options(
+    arguments: Mapping[str, Any], *, logger_name: str
+) -> tuple[HandshakeOptions, ConnectionOptions]:
+    """Check the options that connect() or serve() was called with, from its ``locals()``.
+
+    One list of names for both, so that an option is forwarded and checked in one place; the
+    ``logger`` default is the caller's own logger, ``logger_name``.
+    """
+    opening = handshake_options(**{name: arguments[name] for name in _HANDSHAKE_OPTIONS})
+    connection = {name: arguments[name] for name in _CONNECTION_OPTIONS}
+    if connection["logger"] is None:
+        connection["logger"] = logging.getLogger(logger_name)
+    return opening, connection_options(**connection)
+
+
+_HANDSHAKE_OPTIONS = ("ssl", "open_timeout", "compression", "subprotocols", "additional_headers")
+_CONNECTION_OPTIONS = (
+    "close_timeout",
+    "ping_interval",
+    "ping_timeout",
+    "max_size",
+    "max_queue",
+    "write_limit",
+    "logger",
+)
 
 
 def header_option(option: str, value: str | None) -> str | None:

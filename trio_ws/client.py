@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl as ssl_module
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
@@ -10,7 +9,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ._handshake import ClientHandshake, Opened
-from ._options import connection_options, handshake_options, header_option
+from ._options import call_options, header_option
 from ._session import session
 from ._uri import WebSocketURI, parse_uri
 from ._version import __version__
@@ -106,22 +105,7 @@ async def connect(
 
     Cancelling at any point, from DNS to the closing handshake, leaves no socket and no task.
     """
-    opening = handshake_options(
-        ssl=ssl,
-        open_timeout=open_timeout,
-        compression=compression,
-        subprotocols=subprotocols,
-        additional_headers=additional_headers,
-    )
-    options = connection_options(
-        close_timeout=close_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        max_size=max_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        logger=logging.getLogger("trio_ws.client") if logger is None else logger,
-    )
+    opening, options = call_options(locals(), logger_name="trio_ws.client")
     user_agent = header_option("user_agent", user_agent)
     parsed = parse_uri(uri)
     if opening.ssl is not None and not parsed.secure:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
@@ -30,10 +29,9 @@ from . import _groups
 from ._handshake import HandshakeRejected, Opened, ServerHandshake
 from ._keepalive import KeepaliveTimer
 from ._options import (
+    call_options,
     check_close_code,
     check_timeout,
-    connection_options,
-    handshake_options,
     header_option,
 )
 from ._session import session
@@ -444,22 +442,7 @@ async def serve(
     """
     if not callable(handler):
         raise TypeError(f"handler must be an async function, not {handler!r}")
-    opening = handshake_options(
-        ssl=ssl,
-        open_timeout=open_timeout,
-        compression=compression,
-        subprotocols=subprotocols,
-        additional_headers=additional_headers,
-    )
-    options = connection_options(
-        close_timeout=close_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        max_size=max_size,
-        max_queue=max_queue,
-        write_limit=write_limit,
-        logger=logging.getLogger("trio_ws.server") if logger is None else logger,
-    )
+    opening, options = call_options(locals(), logger_name="trio_ws.server")
     server_header = header_option("server_header", server_header)
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = []
     for listener in await _open_listeners(host, port):
