@@ -131,6 +131,18 @@ class Writer:
         """Queue whole frames and write what the socket takes now. Never blocks or raises."""
         if self._lost or not data:
             return
+        if self._socket is not None and not self._size and not self._writing:
+            # The hot path: nothing queued, the kernel usually takes all of it.
+            try:
+                written = os.write(self._socket.fileno(), data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if written == len(data):
+                return
+            data = data[written:]
         if not self._size:
             self._progress_at = trio.current_time()
         self._buffers.append(data)
