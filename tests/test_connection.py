@@ -1759,3 +1759,59 @@ async def test_send_cancelled_at_every_step_never_cuts_a_frame(side: str, size: 
             if not scope.cancelled_caught:
                 break
     assert swept >= 2  # cancelled before the message is queued, and while it drains
+
+
+async def test_async_iterable_cancelled_after_its_last_frame_is_not_cut(side: str) -> None:
+    """A send() of an async iterable cancelled while its final frame drains: the message is
+    whole, so the connection stays open and the next message follows it."""
+    this, peer, ours, theirs = with_peer(side, write_limit=(0, 0))
+    release, last_piece_taken = trio.Event(), trio.Event()
+
+    async def pieces() -> AsyncIterator[str]:
+        yield "a"
+        yield "b"
+        hold_writes(ours, theirs, release)  # the final frame's write will wait
+        last_piece_taken.set()
+
+    async with session(this), trio.open_nursery() as nursery:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(cancel_when_blocked, scope, last_piece_taken)
+            await this.send(pieces())
+        assert scope.cancelled_caught
+        release.set()
+        await this.send("next")
+        assert this.state is State.OPEN
+        events = [await peer.receive() for _ in range(4)]
+        assert events == [
+            TextMessage(data="a", message_finished=False),
+            TextMessage(data="b", message_finished=False),
+            TextMessage(data="", message_finished=True),
+            TextMessage(data="next"),
+        ]
+        await peer.close()
+
+
+async def cancel_when_blocked(scope: trio.CancelScope, ready: trio.Event) -> None:
+    await ready.wait()
+    await wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def test_async_iterable_raising_connection_closed_still_fails_the_message(
+    side: str,
+) -> None:
+    """An async iterable that raises a ConnectionClosed of its own (read from another
+    connection) cuts our message short: our connection fails with 1011 rather than let the
+    next message continue the unfinished one."""
+    this, other = this_and_other(side)
+
+    async def pieces() -> AsyncIterator[str]:
+        yield "a"
+        raise ConnectionClosedOK(1000, "the source closed")
+
+    async with sessions(this, other):
+        with pytest.raises(ConnectionClosedOK):
+            await this.send(pieces())
+        with pytest.raises(ConnectionClosedError) as info:
+            await other.recv()
+        assert (info.value.code, info.value.reason) == (1011, "message cut short")

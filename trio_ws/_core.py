@@ -239,8 +239,6 @@ class Core:
 
     # -- what the reader and the writer report ---------------------------------------------
 
-    # -- what the reader and the writer report ---------------------------------------------
-
     def _take_in(self, data: bytes | bytearray) -> bool:
         """Act on bytes read: False once nothing more should be read."""
         inbox = self.inbox

@@ -1,9 +1,9 @@
 """A connection's receive queue: what was received and the application has not taken.
 
-How this works: whoever reads the socket (the connection's reader task, or the taker itself)
-puts what the protocol reports, a message that arrived whole as itself and one that arrives in
-pieces piece by piece. The application takes a whole message with :meth:`Inbox.get` (which
-joins pieces) or the pieces of one message, as they arrive, through a :class:`MessageStream`.
+How this works: the connection's reader task puts what the protocol reports, a message that
+arrived whole as itself and one that arrives in pieces piece by piece. The application takes
+a whole message with :meth:`Inbox.get` (which joins pieces) or the pieces of one message, as
+they arrive, through a :class:`MessageStream`.
 Only one task takes at a time; when there is nothing to take it waits for the reader.
 
 Backpressure: after each read the reader asks :meth:`Inbox.is_full` and, while it says so,

@@ -82,7 +82,7 @@ async def connect(
             server, until you have brought them down to a quarter of it (the low-water mark).
             A ``(high, low)`` pair sets both. None for no limit.
         write_limit: the bytes buffered to send: above this high-water mark, ``send()`` waits
-            until the server has taken all but a quarter of it (the low-water mark). A
+            until the socket has taken all but a quarter of it (the low-water mark). A
             ``(high, low)`` pair sets both.
         compression: "deflate" to offer permessage-deflate (RFC 7692), None not to.
         subprotocols: subprotocols to offer (HTTP tokens), most preferred first.

@@ -19,7 +19,7 @@ import trio
 from ._closing import State
 from ._core import Core
 from ._options import ConnectionOptions, LoggerLike, check_close_code
-from .exceptions import ConnectionClosed, ConnectionClosedOK
+from .exceptions import ConnectionClosedOK
 
 if TYPE_CHECKING:
     import uuid
@@ -250,22 +250,24 @@ class Connection:
             return
         async with self._message_lock:
             first: _Piece | None = None
-            started = False  # a frame is out: the message can only be cut short from now on
+            cut = False  # a frame is queued, the final one is not: nothing else may follow
             try:
                 async for piece in message:
                     first = piece if first is None else first
                     _check_piece(piece, first)
                     self._core.check_open()
                     self._core.writer.write(self._core.protocol.send_fragment(piece, False))
-                    started = True
+                    cut = True
                     await self._core.wait_for_room()
                 if first is not None:
                     self._core.check_open()
                     last = "" if isinstance(first, str) else b""
                     self._core.writer.write(self._core.protocol.send_fragment(last, True))
+                    cut = False
                     await self._core.wait_for_room()
             except BaseException as exc:
-                if started and not isinstance(exc, ConnectionClosed):
+                # Even a ConnectionClosed from the iterable (another connection's) cuts ours.
+                if cut and self._core.state is State.OPEN:
                     with trio.CancelScope(shield=True):  # bounded by close_timeout
                         cause = exc if isinstance(exc, Exception) else None
                         await self._core.fail(1011, "message cut short", cause)

@@ -423,7 +423,7 @@ async def serve(
             pushes back, until the handler has brought them down to a quarter of it (the
             low-water mark). A ``(high, low)`` pair sets both. None: no limit.
         write_limit: the bytes a connection buffers to send: above this high-water mark,
-            ``send()`` waits until the peer has taken all but a quarter of it (the low-water
+            ``send()`` waits until the socket has taken all but a quarter of it (the low-water
             mark). A ``(high, low)`` pair sets both.
         compression: "deflate" to accept permessage-deflate (RFC 7692), None to refuse it.
         subprotocols: subprotocols supported (HTTP tokens), most preferred first; the first
