@@ -131,7 +131,14 @@ class Writer:
         """Queue whole frames and write what the socket takes now. Never blocks or raises."""
         if self._lost or not data:
             return
-        if self._socket is not None and not self._size and not self._writing:
+        if self._socket is not None and not self._writing:
+            if self._size:  # behind what the kernel did not take: it may take some now
+                self._buffers.append(data)
+                self._size += len(data)
+                self._write_nowait()
+                if self._size:
+                    self._wake_drain()
+                return
             # The hot path: nothing queued, the kernel usually takes all of it.
             try:
                 written = os.write(self._socket.fileno(), data)
@@ -147,10 +154,7 @@ class Writer:
             self._progress_at = trio.current_time()
         self._buffers.append(data)
         self._size += len(data)
-        if self._socket is not None and not self._writing:
-            self._write_nowait()
-        if self._size:
-            self._wake_drain()
+        self._wake_drain()
 
     def is_full(self) -> bool:
         """Whether more than the high-water mark is queued."""
