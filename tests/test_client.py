@@ -1143,3 +1143,32 @@ async def test_leaving_the_block_while_cancelled_still_sends_the_close_frame() -
             await handler.connections[0].wait_closed()
     assert handler.connections[0].close_code == 1000
     assert ws.state is trio_ws.State.CLOSED
+
+
+@pytest.mark.parametrize("before", ["a-recv-returned", "a-recv-was-cancelled"])
+async def test_over_tcp_pings_are_answered_while_no_recv_waits(before: str) -> None:
+    """Over a plain socket a recv() reads for itself; once it returns or is cancelled, the
+    reader task is back on watch: the server's ping is answered while the client's
+    application waits on something else entirely."""
+    pong_came = trio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("hi")
+        await ws.ping()  # never answered if nobody on the client reads
+        pong_came.set()
+        assert await ws.recv() == "bye"
+
+    async with ws_server(handler) as port, trio_ws.connect(f"ws://127.0.0.1:{port}/") as ws:
+        if before == "a-recv-was-cancelled":
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await ws.recv()
+        assert await ws.recv() == "hi"
+        if before == "a-recv-was-cancelled":
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ws.recv)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+        with trio.fail_after(5):
+            await pong_came.wait()
+        await ws.send("bye")

@@ -5,10 +5,11 @@ How this works: a :class:`Core` owns the stream and everything that runs for it,
 connection (``connect()``'s block, a server's handler), and the closing handshake when the body
 exits. By concern:
 
-- ``_reader.py``: the reader task alone reads the stream and hands every read to ``_take_in``,
-  which acts on it at once: messages to the inbox (``_inbox.py``), where ``recv()`` takes them;
-  pongs to the pings in flight (``_pings.py``); the answers to pings and close frames to the
-  writer. So a ping is answered as soon as it is read, whatever the application does.
+- ``_reader.py``: a receiver with nothing to take reads the socket itself, and the reader task
+  whenever no receiver does; every read goes to ``_take_in``, which acts on it at once:
+  messages to the inbox (``_inbox.py``), where ``recv()`` takes them; pongs to the pings in
+  flight (``_pings.py``); the answers to pings and close frames to the writer. So a ping is
+  answered as soon as it is read, whatever the application does.
 - ``_writer.py``: whole frames go into a bounded buffer, written at once when the socket takes
   them and by a drain task otherwise. Queueing never blocks, so no cancellation cuts a frame.
 - ``_closing.py``: the close frames and the first failure, which decide what every later call
@@ -99,7 +100,9 @@ class Core:
         self.id = uuid.uuid4()
         self.state = State.OPEN
         self.ending = Ending()
-        self.inbox = Inbox(options.max_queue_high, options.max_queue_low, self.closed_error)
+        self.inbox = Inbox(
+            options.max_queue_high, options.max_queue_low, self.closed_error, self._pull
+        )
         self.writer = Writer(
             stream,
             high=options.write_limit_high,
@@ -238,6 +241,9 @@ class Core:
         return self.ending.error(closed=self.state is State.CLOSED)
 
     # -- what the reader and the writer report ---------------------------------------------
+
+    async def _pull(self) -> None:
+        await self.reader.pull()
 
     def _take_in(self, data: bytes | bytearray) -> bool:
         """Act on bytes read: False once nothing more should be read."""

@@ -1,10 +1,12 @@
 """A connection's receive queue: what was received and the application has not taken.
 
-How this works: the connection's reader task puts what the protocol reports, a message that
-arrived whole as itself and one that arrives in pieces piece by piece. The application takes
+How this works: whoever reads the stream (the connection's reader task, or a taker reading for
+itself: ``_reader.py``) puts what the protocol reports, a message that arrived whole as itself
+and one that arrives in pieces piece by piece. The application takes
 a whole message with :meth:`Inbox.get` (which joins pieces) or the pieces of one message, as
 they arrive, through a :class:`MessageStream`.
-Only one task takes at a time; when there is nothing to take it waits for the reader.
+Only one task takes at a time; when there is nothing to take it calls ``pull``, which reads the
+stream or waits for the reader to.
 
 Backpressure: after each read the reader asks :meth:`Inbox.is_full` and, while it says so,
 waits in :meth:`Inbox.wait_for_room` instead of reading the socket, so that TCP pushes back on
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 import trio
@@ -80,6 +82,7 @@ class Inbox:
         "_max_queue_low",
         "_mid_message",
         "_piece_size",
+        "_pull",
         "_room",
         "_streamed",
         "_taking",
@@ -91,7 +94,9 @@ class Inbox:
         max_queue: int | None,
         max_queue_low: int | None,
         closed_error: Callable[[], ConnectionClosed],
+        pull: Callable[[], Awaitable[None]],
     ) -> None:
+        self._pull = pull  # for a taker with nothing to take: make something arrive
         self._items: deque[Data | _Piece] = deque()
         self._complete = 0  # whole messages in _items; a final piece completes one
         self._piece_size = 0  # the length of the pieces in _items
@@ -147,6 +152,10 @@ class Inbox:
         """Wait until takers brought the queue down to its low-water mark, or it is closing."""
         await self._room.park()
 
+    async def wait_for_arrival(self) -> None:
+        """For ``pull``: wait until something is put or the inbox ends."""
+        await self._arrived.park()
+
     def _made_room(self) -> None:
         if self._room and self._complete <= self._max_queue_low:
             self._room.unpark_all()
@@ -185,7 +194,7 @@ class Inbox:
                 if self._items and not self._whole_wanted:
                     self._whole_wanted = True
                     self._room.unpark_all()  # the reader may wait at the high-water mark
-                await self._arrived.park()
+                await self._pull()
                 parked = True
             if not parked:
                 await trio.lowlevel.checkpoint()
@@ -216,7 +225,7 @@ class Inbox:
                 if self._ended:
                     await trio.lowlevel.checkpoint()
                     raise self._closed_error()
-                await self._arrived.park()
+                await self._pull()
                 parked = True
             if not parked:
                 await trio.lowlevel.checkpoint()

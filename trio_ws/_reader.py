@@ -1,12 +1,23 @@
-"""A connection's reader task: it alone reads the stream, from the opening to the closing.
+"""A connection's reading: who reads the stream, and when.
 
-How this works: the task reads whatever arrives and hands it to ``take_in``, which acts on it at
-once (messages to the inbox, pongs and close answers to the writer), so that a ping is answered
-as soon as it is read, whatever the application is doing. It stops reading while the inbox is
-full, so that TCP pushes back on the peer, except while the connection is closing: the peer's
-close frame must be read. It runs in a shielded cancel scope of its own, so that a cancelled
-application can still finish the closing handshake; the connection cancels that scope, or
-gives it a deadline, when it is done with the stream.
+How this works: every read goes to ``take_in``, which acts on it at once (messages to the
+inbox, pongs and close answers to the writer), so a ping is answered as soon as it is read. Two
+tasks may read, never at once:
+
+- a receiver (``recv()``, ``recv_streaming()``) with nothing to take reads the stream itself
+  (:meth:`Reader.pull`), over a plain TCP socket: the message goes from the socket to the
+  application with no hand-off between tasks;
+- the reader task reads whenever no receiver does, so that the peer's pings and close frames
+  are answered while the application is busy elsewhere. It waits for the socket to be
+  readable; a receiver that wants to read cancels that wait, and wakes the reader again as it
+  returns, so the reader is back on watch from the next scheduling pass. No time-based grace.
+
+Over other streams (TLS, memory streams) only the reader task reads, and receivers wait for
+what it puts in the inbox. The reader stops reading while the inbox is full, so that TCP
+pushes back on the peer, except while the connection is closing: the peer's close frame must be
+read. It runs in a shielded cancel scope of its own, so that a cancelled application can still
+finish the closing handshake; the connection cancels that scope, or gives it a deadline, when
+it is done with the stream.
 """
 
 from __future__ import annotations
@@ -32,7 +43,21 @@ class Reader:
         finish: awaited once reading is over, whatever ended it.
     """
 
-    __slots__ = ("_finish", "_inbox", "_on_bug", "_on_end", "_stream", "_take_in", "scope")
+    __slots__ = (
+        "_done",
+        "_finish",
+        "_idle",
+        "_inbox",
+        "_on_bug",
+        "_on_end",
+        "_pulling",
+        "_reading",
+        "_socket",
+        "_stream",
+        "_take_in",
+        "_watch",
+        "scope",
+    )
 
     def __init__(
         self,
@@ -45,14 +70,21 @@ class Reader:
         finish: Callable[[], Awaitable[None]],
     ) -> None:
         self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._inbox = inbox
         self._take_in = take_in
         self._on_end = on_end
         self._on_bug = on_bug
         self._finish = finish
         self.scope = trio.CancelScope(shield=True)
+        self._done = False  # reading is over: the reader task finishes the connection
+        self._pulling = False  # a receiver reads the stream
+        self._reading = False  # the reader task is in receive_some()
+        self._watch: trio.CancelScope | None = None  # the reader's wait for readability
+        self._idle = trio.lowlevel.ParkingLot()  # the reader, while a receiver reads
 
     async def run(self) -> None:
+        """The reader task."""
         try:
             with self.scope:
                 await self._read()
@@ -61,17 +93,63 @@ class Reader:
         finally:
             await self._finish()
 
+    async def pull(self) -> None:
+        """For a receiver with nothing to take: read the stream, or wait while the reader does.
+
+        Always a checkpoint; cancelling it consumes nothing.
+        """
+        if self._socket is None or self._reading or self._done or self._pulling:
+            await self._inbox.wait_for_arrival()
+            return
+        self._pulling = True
+        if self._watch is not None:
+            self._watch.cancel()  # frees the socket at once: the abort is synchronous
+        try:
+            data = await self._stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._on_end(exc)
+            self._stop()
+            return
+        finally:
+            self._pulling = False
+            self._idle.unpark_all()  # back on watch while the application works
+        if not data:
+            self._on_end(None)
+            self._stop()
+        elif not self._take_in(data):
+            self._stop()
+
+    def _stop(self) -> None:
+        """A receiver met the end of reading: the reader task finishes the connection."""
+        self._done = True
+        self._idle.unpark_all()
+
     async def _read(self) -> None:
         inbox, stream = self._inbox, self._stream
-        while True:
+        while not self._done:
+            if self._pulling:
+                await self._idle.park()
+                # A receiver that just returned usually reads again once its application has
+                # sent its answer, in the next pass: watching before then would only be undone.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                continue
             if inbox.is_full():
                 await inbox.wait_for_room()
                 continue
+            if self._socket is not None:
+                with trio.CancelScope() as self._watch:
+                    await trio.lowlevel.wait_readable(self._socket)
+                self._watch = None
+                if self._pulling or self._done:
+                    continue  # a receiver took over
+            self._reading = True
             try:
                 data = await stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._on_end(exc)
                 return
+            finally:
+                self._reading = False
             if not data:
                 self._on_end(None)
                 return
