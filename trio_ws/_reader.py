@@ -46,10 +46,10 @@ class Reader:
     __slots__ = (
         "_done",
         "_finish",
-        "_idle",
         "_inbox",
         "_on_bug",
         "_on_end",
+        "_parked",
         "_pulling",
         "_reading",
         "_socket",
@@ -81,7 +81,7 @@ class Reader:
         self._pulling = False  # a receiver reads the stream
         self._reading = False  # the reader task is in receive_some()
         self._watch: trio.CancelScope | None = None  # the reader's wait for readability
-        self._idle = trio.lowlevel.ParkingLot()  # the reader, while a receiver reads
+        self._parked: trio.lowlevel.Task | None = None  # the reader, while a receiver reads
 
     async def run(self) -> None:
         """The reader task."""
@@ -112,7 +112,7 @@ class Reader:
             return
         finally:
             self._pulling = False
-            self._idle.unpark_all()  # back on watch while the application works
+            self._wake()  # back on watch while the application works
         if not data:
             self._on_end(None)
             self._stop()
@@ -122,13 +122,28 @@ class Reader:
     def _stop(self) -> None:
         """A receiver met the end of reading: the reader task finishes the connection."""
         self._done = True
-        self._idle.unpark_all()
+        self._wake()
+
+    async def _park(self) -> None:
+        """Wait for ``_wake()``: a parking lot of one, without a parking lot's memory."""
+        self._parked = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake(self) -> None:
+        task, self._parked = self._parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     async def _read(self) -> None:
         inbox, stream = self._inbox, self._stream
         while not self._done:
             if self._pulling:
-                await self._idle.park()
+                await self._park()
                 # A receiver that just returned usually reads again once its application has
                 # sent its answer, in the next pass: watching before then would only be undone.
                 await trio.lowlevel.cancel_shielded_checkpoint()

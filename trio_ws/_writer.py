@@ -16,10 +16,8 @@ reset the connection) calls ``on_lost`` once and drops everything queued since.
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
-from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -80,7 +78,7 @@ class Writer:
         self._high = high
         self._low = low
         self._on_lost = on_lost
-        self._buffers: deque[bytes] = deque()
+        self._buffers: list[bytes] = []  # a list: an empty deque costs 760 bytes
         self._offset = 0  # how much of the first buffer is written already
         self._size = 0  # bytes queued, not yet written
         self._writing = False  # the drain task is in a blocking write
@@ -185,7 +183,7 @@ class Writer:
         buffers = self._buffers
         try:
             while buffers:
-                batch: list[bytes | memoryview] = list(itertools.islice(buffers, _MAX_BUFFERS))
+                batch: list[bytes | memoryview] = list(buffers[:_MAX_BUFFERS])
                 if self._offset:
                     batch[0] = memoryview(batch[0])[self._offset :]
                 written = os.writev(self._socket.fileno(), batch)
@@ -203,8 +201,11 @@ class Writer:
         self._size -= written
         buffers = self._buffers
         written += self._offset
-        while buffers and written >= len(buffers[0]):
-            written -= len(buffers.popleft())
+        done = 0
+        while done < len(buffers) and written >= len(buffers[done]):
+            written -= len(buffers[done])
+            done += 1
+        del buffers[:done]
         self._offset = written
         drained = self._drained
         if drained and self._size <= self._low:
@@ -244,7 +245,7 @@ class Writer:
         head = memoryview(buffers[0])[self._offset :]
         if len(buffers) > 1 and len(head) < _STREAM_CHUNK:
             chunk = bytearray(head)
-            for data in list(buffers)[1:]:
+            for data in buffers[1:]:
                 if len(chunk) + len(data) > _STREAM_CHUNK:
                     break
                 chunk += data
