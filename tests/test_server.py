@@ -862,3 +862,59 @@ async def test_hard_stop_while_handlers_stream_large_messages_gives_every_client
                     await started.acquire()
                 server.cancel_scope.cancel()
     assert codes == [1001] * clients
+
+
+class _CancelAfterSteps(trio.abc.Instrument):
+    """Cancels ``scope`` as the ``steps``-th task step from now starts (any task's)."""
+
+    def __init__(self, scope: trio.CancelScope, steps: int) -> None:
+        self.scope, self.steps = scope, steps
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps -= 1
+        if self.steps == 0:
+            self.scope.cancel()
+
+
+async def test_a_hard_stop_at_every_scheduling_step_never_gives_the_client_1006() -> None:
+    """Hard-stop the server after k scheduling steps, for k = 1, 2, ... until the exchange
+    ends first, while the handler streams 200 KB messages: the client either gets no 101
+    (the handshake fails) or sees 1001, never a dropped connection (1006 after its 101)."""
+
+    async def stream(ws: ServerConnection) -> None:
+        await ws.recv()
+        while True:
+            await ws.send("x" * 200_000)
+
+    outcomes: dict[object, int] = {}
+    for steps in range(1, 10_000):
+        async with trio.open_nursery() as nursery:
+            server: Server = await nursery.start(
+                partial(
+                    trio_ws.serve, stream, "127.0.0.1", 0, ping_interval=None, compression=None
+                )
+            )
+            stopper = _CancelAfterSteps(server.cancel_scope, steps)
+            trio.lowlevel.add_instrument(stopper)
+            try:
+                outcome: object = "completed"
+                async with trio_ws.connect(
+                    uri(server), compression=None, ping_interval=None
+                ) as ws:
+                    try:
+                        await ws.send("go")
+                        for _ in range(3):
+                            await ws.recv()
+                        await ws.aclose()
+                    except ConnectionClosed as exc:
+                        outcome = exc.code
+            except (trio_ws.InvalidHandshake, OSError) as exc:
+                outcome = type(exc).__name__
+            finally:
+                trio.lowlevel.remove_instrument(stopper)
+            server.cancel_scope.cancel()
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if stopper.steps > 0:  # the exchange ended before the stop: every point swept
+            break
+    assert set(outcomes) <= {1001, "completed", "InvalidHandshake", "ConnectionRefusedError"}
+    assert outcomes.get(1001, 0) > 10, outcomes
