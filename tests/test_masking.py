@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from wsproto import ConnectionType, WSConnection, frame_protocol
+from wsproto import frame_protocol
 from wsproto.connection import Connection
-from wsproto.events import AcceptConnection, BytesMessage, Request
+from wsproto.events import BytesMessage
 
+from tests.test_connection import open_wsproto
 from trio_ws import _masking
 from trio_ws._protocol import FragmentReceived, MessageReceived, Protocol
 
@@ -47,12 +48,7 @@ def compiled_masker() -> type[_masking.CompiledMasker]:
 
 def open_pair() -> tuple[Connection, Connection]:
     """A client and a server wsproto connection, both open, as a plain wsproto user has."""
-    client = WSConnection(ConnectionType.CLIENT)
-    server = WSConnection(ConnectionType.SERVER)
-    server.receive_data(client.send(Request(host="example.com", target="/")))
-    assert isinstance(next(server.events()), Request)
-    client.receive_data(server.send(AcceptConnection()))
-    assert isinstance(next(client.events()), AcceptConnection)
+    client, server = open_wsproto()
     assert client.connection is not None and server.connection is not None
     return client.connection, server.connection
 
