@@ -48,9 +48,6 @@ class Pings:
         self._pending: dict[bytes, PendingPing] = {}
         self.latency = 0.0  # the last round-trip time measured
 
-    def __bool__(self) -> bool:
-        return bool(self._pending)
-
     def new_payload(self) -> bytes:
         """4 random bytes that no ping in flight carries."""
         payload = os.urandom(4)
