@@ -32,7 +32,7 @@ from wsproto.events import Event as WSEvent
 from wsproto.frame_protocol import CloseReason
 
 from tests.conftest import connection_pair, open_connection, pair_side
-from trio_ws import http
+from trio_ws import _yielding, http
 from trio_ws._handshake import Opened
 from trio_ws._keepalive import Keepalive
 from trio_ws._protocol import FRAME_SIZE
@@ -1346,19 +1346,56 @@ async def test_send_cancelled_while_waiting_for_room_still_sends_its_message(sid
 # -- checkpoints ---------------------------------------------------------------------------
 
 
-async def test_send_recv_ping_pong_checkpoint_on_the_fast_path(side: str) -> None:
-    """Every call that can block checkpoints, even when it does not block."""
+async def test_calls_that_do_not_block_are_cancel_points(side: str) -> None:
+    """send, recv, ping and pong raise Cancelled in a cancelled scope even when they would not
+    block, before they act: nothing is sent, the message stays for the next recv()."""
     this, other = this_and_other(side)
     async with sessions(this, other):
-        with trio.testing.assert_checkpoints():
-            await this.send("x")
+        await this.send("kept")
         await wait_all_tasks_blocked()
-        with trio.testing.assert_checkpoints():
-            assert await other.recv() == "x"
-        with trio.testing.assert_checkpoints():
-            await this.ping()
-        with trio.testing.assert_checkpoints():
-            await this.pong()
+        calls = (lambda: this.send("never"), other.recv, this.ping, this.pong)
+        for call in calls:
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await call()
+            assert scope.cancelled_caught
+        assert await other.recv() == "kept"
+        await this.send("next")
+        assert await other.recv() == "next"  # "never" was not sent
+
+
+async def test_calls_that_do_not_block_yield_once_per_slice(
+    side: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They let other tasks run once the running task has had its slice (at every call with a
+    slice of 0), and not before (none in a row of calls with an endless slice). ping() waits
+    for its pong: it blocks."""
+    this, other = this_and_other(side)
+    passes = 0
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            passes += 1
+            await trio.lowlevel.checkpoint()
+
+    async with sessions(this, other), trio.open_nursery() as nursery:
+        for message in ("a", "b"):
+            await this.send(message)
+        await wait_all_tasks_blocked()
+        nursery.start_soon(count_passes)
+        monkeypatch.setattr(_yielding, "SLICE", 0.0)
+        for call in (lambda: this.send("c"), other.recv, this.ping, this.pong):
+            with trio.testing.assert_checkpoints():
+                await call()
+        monkeypatch.setattr(_yielding, "SLICE", float("inf"))
+        before = passes
+        for _ in range(20):
+            await this.send("d")
+        assert await other.recv() == "b"
+        await this.pong()
+        assert passes == before
+        nursery.cancel_scope.cancel()
 
 
 async def test_calls_on_a_closed_connection_checkpoint(side: str) -> None:

@@ -47,6 +47,7 @@ from ._protocol import (
 )
 from ._reader import Reader
 from ._writer import Writer
+from ._yielding import schedule_point
 from .exceptions import ConnectionClosed, WebSocketError
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ class Core:
             if self.writer.lost:  # the connection failed before the message went out
                 raise self.closed_error()
         else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await schedule_point()
 
     # -- closing ---------------------------------------------------------------------------
 

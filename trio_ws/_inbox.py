@@ -27,6 +27,7 @@ from typing import Self
 
 import trio
 
+from ._yielding import checkpoint
 from .exceptions import ConcurrencyError, ConnectionClosed
 
 __all__ = ["PIECES_HIGH_WATER", "Inbox", "MessageStream"]
@@ -197,7 +198,7 @@ class Inbox:
                 await self._pull()
                 parked = True
             if not parked:
-                await trio.lowlevel.checkpoint()
+                await checkpoint()
             item = self._items.popleft()
             if type(item) is _Piece:
                 item = self._join(item)
@@ -228,7 +229,7 @@ class Inbox:
                 await self._pull()
                 parked = True
             if not parked:
-                await trio.lowlevel.checkpoint()
+                await checkpoint()
             item = self._items.popleft()
             if self._room:
                 self._room.unpark_all()  # pieces taken: room below the pieces' high-water mark

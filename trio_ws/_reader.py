@@ -6,11 +6,13 @@ tasks may read, never at once:
 
 - a receiver (``recv()``, ``recv_streaming()``) with nothing to take reads the stream itself
   (:meth:`Reader.pull`), over a plain TCP socket: the message goes from the socket to the
-  application with no hand-off between tasks;
+  application with no hand-off between tasks. It reads what the socket holds without
+  waiting (``os.read``); only when the socket holds nothing does it wait for it to be readable;
 - the reader task reads whenever no receiver does, so that the peer's pings and close frames
   are answered while the application is busy elsewhere. It waits for the socket to be
-  readable; a receiver that wants to read cancels that wait, and wakes the reader again as it
-  returns, so the reader is back on watch from the next scheduling pass. No time-based grace.
+  readable; a receiver that has to wait cancels that wait and waits in its stead, and wakes the
+  reader again as it returns, so the reader is back on watch from the next scheduling pass. No
+  time-based grace.
 
 Over other streams (TLS, memory streams) only the reader task reads, and receivers wait for
 what it puts in the inbox. The reader stops reading while the inbox is full, so that TCP
@@ -22,11 +24,14 @@ it is done with the stream.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from ._inbox import Inbox
+from ._writer import plain_socket
+from ._yielding import schedule_point
 
 __all__ = ["Reader"]
 
@@ -51,7 +56,6 @@ class Reader:
         "_on_end",
         "_parked",
         "_pulling",
-        "_reading",
         "_socket",
         "_stream",
         "_take_in",
@@ -70,7 +74,7 @@ class Reader:
         finish: Callable[[], Awaitable[None]],
     ) -> None:
         self._stream = stream
-        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._socket = plain_socket(stream)
         self._inbox = inbox
         self._take_in = take_in
         self._on_end = on_end
@@ -79,7 +83,6 @@ class Reader:
         self.scope = trio.CancelScope(shield=True)
         self._done = False  # reading is over: the reader task finishes the connection
         self._pulling = False  # a receiver reads the stream
-        self._reading = False  # the reader task is in receive_some()
         self._watch: trio.CancelScope | None = None  # the reader's wait for readability
         self._parked: trio.lowlevel.Task | None = None  # the reader, while a receiver reads
 
@@ -96,28 +99,53 @@ class Reader:
     async def pull(self) -> None:
         """For a receiver with nothing to take: read the stream, or wait while the reader does.
 
-        Always a checkpoint; cancelling it consumes nothing.
+        Always a cancel point, and a schedule point as :func:`schedule_point` says; cancelling
+        it consumes nothing.
         """
-        if self._socket is None or self._reading or self._done or self._pulling:
+        if self._socket is None or self._done or self._pulling:
             await self._inbox.wait_for_arrival()
             return
-        self._pulling = True
-        if self._watch is not None:
-            self._watch.cancel()  # frees the socket at once: the abort is synchronous
+        await trio.lowlevel.checkpoint_if_cancelled()
+        going_on = self._read_nowait()
+        if going_on is None:  # nothing to read yet: wait for the socket, in the reader's stead
+            self._pulling = True
+            if self._watch is not None:
+                self._watch.cancel()  # frees the socket at once: the abort is synchronous
+            try:
+                while going_on is None:
+                    going_on = await self._wait_readable()
+                    if going_on is None:
+                        going_on = self._read_nowait()
+            finally:
+                self._pulling = False
+                self._wake()  # back on watch while the application works
+        elif going_on:
+            await schedule_point()  # what was read is taken in: nothing can overtake it
+        if not going_on:
+            self._stop()
+
+    def _read_nowait(self) -> bool | None:
+        """Read what the socket holds and act on it: None if it holds nothing yet, else whether
+        reading goes on."""
+        assert self._socket is not None
         try:
-            data = await self._stream.receive_some(_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            data = os.read(self._socket.fileno(), _RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:  # reset by the peer, or closed under us
             self._on_end(exc)
-            self._stop()
-            return
-        finally:
-            self._pulling = False
-            self._wake()  # back on watch while the application works
-        if not data:
-            self._on_end(None)
-            self._stop()
-        elif not self._take_in(data):
-            self._stop()
+            return False
+        return self._act_on(data)
+
+    async def _wait_readable(self) -> bool | None:
+        """Wait until the socket is readable: None then, False if it was closed meanwhile."""
+        assert self._socket is not None
+        try:
+            await trio.lowlevel.wait_readable(self._socket)
+        except trio.ClosedResourceError as exc:
+            self._on_end(exc)
+            return False
+        return None
 
     def _stop(self) -> None:
         """A receiver met the end of reading: the reader task finishes the connection."""
@@ -140,7 +168,7 @@ class Reader:
             trio.lowlevel.reschedule(task)
 
     async def _read(self) -> None:
-        inbox, stream = self._inbox, self._stream
+        inbox = self._inbox
         while not self._done:
             if self._pulling:
                 await self._park()
@@ -151,22 +179,33 @@ class Reader:
             if inbox.is_full():
                 await inbox.wait_for_room()
                 continue
-            if self._socket is not None:
-                with trio.CancelScope() as self._watch:
-                    await trio.lowlevel.wait_readable(self._socket)
-                self._watch = None
-                if self._pulling or self._done:
-                    continue  # a receiver took over
-            self._reading = True
-            try:
-                data = await stream.receive_some(_RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._on_end(exc)
+            if self._socket is None:
+                if not await self._receive_from_stream():
+                    return
+                continue
+            going_on: bool | None = None
+            with trio.CancelScope() as self._watch:
+                going_on = await self._wait_readable()
+            self._watch = None
+            if self._pulling or self._done:
+                continue  # a receiver took over
+            if going_on is None:
+                going_on = self._read_nowait()
+            if going_on is False:
                 return
-            finally:
-                self._reading = False
-            if not data:
-                self._on_end(None)
-                return
-            if not self._take_in(data):
-                return
+
+    def _act_on(self, data: bytes | bytearray) -> bool:
+        """Take in what was read (b"": the end of the stream); whether reading goes on."""
+        if not data:
+            self._on_end(None)
+            return False
+        return self._take_in(data)
+
+    async def _receive_from_stream(self) -> bool:
+        """Read from a stream that is not a plain socket; whether reading goes on."""
+        try:
+            data = await self._stream.receive_some(_RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._on_end(exc)
+            return False
+        return self._act_on(data)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import trio
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "plain_socket"]
 
 # Bytes the drain task joins into one write to a stream that is not a plain socket.
 _STREAM_CHUNK = 256 * 1024
@@ -30,8 +30,8 @@ _STREAM_CHUNK = 256 * 1024
 _MAX_BUFFERS = 512
 
 
-def _plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
-    """The socket under ``stream`` when bytes may be written to it directly (POSIX, no TLS)."""
+def plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under ``stream`` when it may be read and written directly (POSIX, no TLS)."""
     if sys.platform == "win32" or not isinstance(stream, trio.SocketStream):
         return None
     return stream.socket
@@ -74,7 +74,7 @@ class Writer:
         on_lost: Callable[[BaseException], None],
     ) -> None:
         self._stream = stream
-        self._socket = _plain_socket(stream)
+        self._socket = plain_socket(stream)
         self._high = high
         self._low = low
         self._on_lost = on_lost

@@ -121,6 +121,9 @@ TRIO: list[Entry] = [
     ("trio.open_signal_receiver", "py:function", "reference-io.html#$"),
     ("trio.testing.MockClock", "py:class", "reference-testing.html#$"),
     ("trio.testing.memory_stream_pair", "py:function", "reference-testing.html#$"),
+    ("trio.testing.assert_checkpoints", "py:function", "reference-testing.html#$"),
+    ("trio.lowlevel.checkpoint", "py:function", "reference-lowlevel.html#$"),
+    ("trio.Event", "py:class", "reference-core.html#$"),
 ]
 
 WSPROTO: list[Entry] = [
