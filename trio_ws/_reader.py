@@ -150,6 +150,8 @@ class Reader:
     def _stop(self) -> None:
         """A receiver met the end of reading: the reader task finishes the connection."""
         self._done = True
+        if self._watch is not None:  # a receiver read without waiting: the reader is on watch
+            self._watch.cancel()
         self._wake()
 
     async def _park(self) -> None:
