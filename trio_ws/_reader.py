@@ -31,7 +31,7 @@ import trio
 
 from ._inbox import Inbox
 from ._writer import plain_socket
-from ._yielding import schedule_point
+from ._yielding import resumed, schedule_point
 
 __all__ = ["Reader"]
 
@@ -104,6 +104,7 @@ class Reader:
         """
         if self._socket is None or self._done or self._pulling:
             await self._inbox.wait_for_arrival()
+            resumed()
             return
         await trio.lowlevel.checkpoint_if_cancelled()
         going_on = self._read_nowait()
@@ -119,6 +120,7 @@ class Reader:
             finally:
                 self._pulling = False
                 self._wake()  # back on watch while the application works
+            resumed()
         elif going_on:
             await schedule_point()  # what was read is taken in: nothing can overtake it
         if not going_on:

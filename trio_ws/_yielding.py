@@ -10,8 +10,8 @@ the program still runs at least once per slice: fair, and several times cheaper.
 
 The slice is measured with the system's monotonic clock, not trio's, so that it holds under a
 :class:`trio.testing.MockClock` too. One record per thread: the time the last task resumed from
-a trio_ws yield in this thread's trio run. The running task's step started at or after it,
-so a slice from that record bounds the step from above.
+a trio_ws yield (a schedule point, or a receiver's wait) in this thread's trio run. The running
+task's step started at or after it, so a slice from that record bounds the step from above.
 """
 
 from __future__ import annotations
@@ -21,17 +21,25 @@ from time import perf_counter
 
 import trio
 
-__all__ = ["SLICE", "checkpoint", "schedule_point"]
+__all__ = ["SLICE", "checkpoint", "resumed", "schedule_point"]
 
 #: The longest a task runs through trio_ws calls that do not block before they yield, in seconds.
 SLICE = 0.0005
 
 
 class _Resumed(threading.local):
-    at = 0.0  # perf_counter() when a task last resumed from schedule_point() in this thread
+    at = 0.0  # perf_counter() when a task last resumed from a trio_ws yield in this thread
 
 
 _resumed = _Resumed()
+
+
+def resumed() -> None:
+    """Note that the running task has just resumed from a wait: its slice starts now.
+
+    Only after a real yield (a wait that blocked), or a task could run on without end.
+    """
+    _resumed.at = perf_counter()
 
 
 async def schedule_point() -> None:
