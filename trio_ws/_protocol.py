@@ -53,6 +53,7 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.utilities import LocalProtocolError
 
 from ._framing import FRAME_COST, take_over, too_big
 from .exceptions import ProtocolError, WebSocketError
@@ -225,10 +226,10 @@ class Protocol:
         """Frame one whole message, in frames of up to ``FRAME_SIZE``."""
         if isinstance(message, str):
             if len(message) <= FRAME_SIZE:
-                return self._ws.send(TextMessage(data=message))
+                return self._send_data(message, True)
         elif isinstance(message, bytes | bytearray | memoryview):  # pyright: ignore[reportUnnecessaryIsInstance]
             if _byte_length(message) <= FRAME_SIZE:
-                return self._ws.send(BytesMessage(data=bytes(message)))
+                return self._send_data(bytes(message), True)
         else:
             raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
         return b"".join(self.send_fragment(*piece) for piece in self.split_message(message))
@@ -246,9 +247,15 @@ class Protocol:
 
     def send_fragment(self, fragment: str | bytes | bytearray | memoryview, final: bool) -> bytes:
         """Frame one fragment of a message; the first one sets its type, ``final`` ends it."""
-        if isinstance(fragment, str):
-            return self._ws.send(TextMessage(data=fragment, message_finished=final))
-        return self._ws.send(BytesMessage(data=bytes(fragment), message_finished=final))
+        return self._send_data(fragment if isinstance(fragment, str) else bytes(fragment), final)
+
+    def _send_data(self, data: str | bytes, final: bool) -> bytes:
+        """What wsproto's ``Connection.send()`` does for a message, without its event object:
+        its frame protocol frames the data (the opcode from the type, continuation frames
+        after the first), in the state where Connection.send() allows it."""
+        if self._ws.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"a message cannot be sent in state {self._ws.state.name}")
+        return bytes(self._frames.send_data(data, final))
 
     def send_ping(self, payload: bytes) -> bytes:
         return self._ws.send(Ping(payload=payload))
