@@ -15,7 +15,7 @@ import os
 import struct
 from typing import NoReturn
 
-from wsproto.connection import Connection
+from wsproto.connection import Connection, ConnectionState
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import (
     CloseReason,
@@ -31,7 +31,7 @@ from wsproto.frame_protocol import (
 from . import _masking
 from .exceptions import PayloadTooBig
 
-__all__ = ["FRAME_COST", "take_over", "too_big"]
+__all__ = ["FRAME_COST", "close_received", "take_over", "too_big"]
 
 
 #: What each frame of a message after its first costs against ``max_size``, in bytes, besides
@@ -280,3 +280,14 @@ def take_over(
     new.receive_bytes(bytes(decoder.buffer.buffer))
     ws._proto = new  # pyright: ignore[reportPrivateUsage]
     return new
+
+
+def close_received(ws: Connection) -> None:
+    """Move ``ws`` on as wsproto's ``Connection.events()`` does when it reads a close frame.
+
+    ``Protocol`` reads frames from the frame protocol directly; the connection's state must
+    still say that the peer's close frame came (to LOCAL_CLOSING's end, CLOSED; otherwise
+    REMOTE_CLOSING), so that wsproto answers it and refuses messages after it.
+    """
+    closed = ws.state is ConnectionState.LOCAL_CLOSING
+    ws._state = ConnectionState.CLOSED if closed else ConnectionState.REMOTE_CLOSING  # pyright: ignore[reportPrivateUsage]

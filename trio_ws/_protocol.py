@@ -46,16 +46,11 @@ from dataclasses import dataclass
 from typing import cast
 
 from wsproto.connection import Connection, ConnectionState
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    TextMessage,
-)
+from wsproto.events import CloseConnection, Ping, Pong
+from wsproto.frame_protocol import Opcode, ParseFailed
 from wsproto.utilities import LocalProtocolError
 
-from ._framing import FRAME_COST, take_over, too_big
+from ._framing import FRAME_COST, close_received, take_over, too_big
 from .exceptions import ProtocolError, WebSocketError
 
 __all__ = [
@@ -126,6 +121,10 @@ Event = MessageReceived | FragmentReceived | PingReceived | PongReceived | Close
 FRAME_SIZE = 64 * 1024
 
 
+# The states in which wsproto's Connection reads frames (after our close, the peer's answer).
+_READING_STATES = (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING)
+
+
 def _byte_length(data: bytes | bytearray | memoryview) -> int:
     return data.nbytes if isinstance(data, memoryview) else len(data)
 
@@ -161,41 +160,56 @@ class Protocol:
         return self._ws.state in (ConnectionState.LOCAL_CLOSING, ConnectionState.CLOSED)
 
     def receive_data(self, data: bytes | bytearray) -> list[Event]:
-        """Feed bytes read from the network; return the events they complete."""
-        if self._failed or self._ws.state is ConnectionState.CLOSED:
+        """Feed bytes read from the network; return the events they complete.
+
+        What wsproto's ``Connection.receive_data()`` and ``events()`` do, reading the frames
+        of its frame protocol directly rather than through an event object each.
+        """
+        state = self._ws.state
+        if self._failed or state not in _READING_STATES:
             return []  # RFC 6455 §5.5.1: nothing after the close frame counts.
-        self._ws.receive_data(data if type(data) is bytes else bytes(data))
+        frames = self._frames
+        frames.receive_bytes(data if type(data) is bytes else bytes(data))
         events: list[Event] = []
         # Pieces of the message being read that this call read one after the other: reported
         # joined, as one event, once an event of another kind or the call's end comes.
         pieces: list[str | bytes] = []
-        for event in self._ws.events():
-            if isinstance(event, TextMessage | BytesMessage):
-                payload = event.data
-                piece: str | bytes = bytes(payload) if isinstance(payload, bytearray) else payload
-                if event.message_finished:
-                    if pieces:
+        try:
+            for frame in frames.received_frames():
+                opcode = frame.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    payload = cast("str | bytes | bytearray", frame.payload)
+                    piece = bytes(payload) if isinstance(payload, bytearray) else payload
+                    if frame.message_finished:
+                        if pieces:
+                            pieces.append(piece)
+                            piece = _join(pieces)
+                            pieces = []
+                        if self._in_message:
+                            self._in_message = False
+                            events.append(FragmentReceived(piece, final=True))
+                        else:
+                            events.append(MessageReceived(piece))
+                    elif piece:  # not an empty frame, or a header without its payload yet
                         pieces.append(piece)
-                        piece = _join(pieces)
-                        pieces = []
-                    if self._in_message:
-                        self._in_message = False
-                        events.append(FragmentReceived(piece, final=True))
-                    else:
-                        events.append(MessageReceived(piece))
-                elif piece:  # not an empty frame, or a header without its payload yet
-                    pieces.append(piece)
-                continue
+                    continue
+                if pieces:
+                    events.append(self._piece(pieces))
+                    pieces = []
+                if opcode is Opcode.PING:
+                    events.append(PingReceived(bytes(cast("bytes", frame.payload))))
+                elif opcode is Opcode.PONG:
+                    events.append(PongReceived(bytes(cast("bytes", frame.payload))))
+                elif opcode is Opcode.CLOSE:
+                    code, reason = cast("tuple[int, str]", frame.payload)
+                    close_received(self._ws)
+                    events.append(CloseReceived(int(code), reason or ""))
+                    break
+        except ParseFailed as exc:  # the peer broke the protocol, or a limit of ours
             if pieces:
                 events.append(self._piece(pieces))
                 pieces = []
-            if isinstance(event, Ping):
-                events.append(PingReceived(bytes(event.payload)))
-            elif isinstance(event, Pong):
-                events.append(PongReceived(bytes(event.payload)))
-            elif isinstance(event, CloseConnection):
-                events.append(self._close_event(event))
-                break
+            events.append(self._failure(int(exc.code), str(exc)))
         if pieces:
             events.append(self._piece(pieces))
         return events
@@ -205,14 +219,8 @@ class Protocol:
         self._in_message = True
         return FragmentReceived(_join(pieces), final=False)
 
-    def _close_event(self, event: CloseConnection) -> CloseReceived | Failed:
-        # wsproto reports a frame it cannot parse as a CloseConnection too; only a real close
-        # frame moves its state out of OPEN.
-        if self._ws.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
-            return CloseReceived(int(event.code), event.reason or "")
+    def _failure(self, code: int, reason: str) -> Failed:
         self._failed = True
-        code = int(event.code)
-        reason = event.reason or "protocol error"
         if code == 1009:
             # Refused by our parser, which says why, or by _deflate while inflating.
             error: WebSocketError | None = self._frames.decoder.too_big
@@ -220,7 +228,7 @@ class Protocol:
                 assert self._max_size is not None
                 error = too_big(self._max_size, self._max_size)
             return Failed(code, "message too big", error)
-        return Failed(code, _close_reason_for(code), ProtocolError(reason))
+        return Failed(code, _close_reason_for(code), ProtocolError(reason or "protocol error"))
 
     def send_message(self, message: str | bytes | bytearray | memoryview) -> bytes:
         """Frame one whole message, in frames of up to ``FRAME_SIZE``."""
