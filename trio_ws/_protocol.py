@@ -1,10 +1,12 @@
 """WebSocket framing after the handshake: bytes in, events out. Never imports trio.
 
-How this works: wsproto parses frames and tracks the closing handshake. This module feeds it,
-reports a message that arrives in one piece as a whole and one that arrives in pieces (frames,
-or parts of a frame split across reads) piece by piece, and enforces the size limits, which
-wsproto leaves to its users. Going out, a message over ``FRAME_SIZE`` is framed in pieces of
-that size.
+How this works: wsproto parses frames and tracks the closing handshake. This module feeds it
+and reads the frames its frame protocol parsed, doing what wsproto's ``Connection.events()``
+and ``send()`` do without an event object per frame (``_framing.close_received`` moves the
+connection's state on at the peer's close frame). It reports a message that arrives in one
+piece as a whole and one that arrives in pieces (frames, or parts of a frame split across
+reads) piece by piece, and enforces the size limits, which wsproto leaves to its users. Going
+out, a message over ``FRAME_SIZE`` is framed in pieces of that size.
 
 Pieces: what one ``receive_data()`` call reads of a message is reported as one event: the
 whole message (MessageReceived) when the call reads all of it, else one FragmentReceived per
@@ -165,8 +167,7 @@ class Protocol:
         What wsproto's ``Connection.receive_data()`` and ``events()`` do, reading the frames
         of its frame protocol directly rather than through an event object each.
         """
-        state = self._ws.state
-        if self._failed or state not in _READING_STATES:
+        if self._failed or self._ws.state not in _READING_STATES:
             return []  # RFC 6455 §5.5.1: nothing after the close frame counts.
         frames = self._frames
         frames.receive_bytes(data if type(data) is bytes else bytes(data))
@@ -201,7 +202,7 @@ class Protocol:
                 elif opcode is Opcode.PONG:
                     events.append(PongReceived(bytes(cast("bytes", frame.payload))))
                 elif opcode is Opcode.CLOSE:
-                    code, reason = cast("tuple[int, str]", frame.payload)
+                    code, reason = cast("tuple[int, str | None]", frame.payload)
                     close_received(self._ws)
                     events.append(CloseReceived(int(code), reason or ""))
                     break
