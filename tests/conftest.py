@@ -123,3 +123,14 @@ def pair_side(pair: tuple[Connection, Connection], side: str) -> tuple[Connectio
 def side(request: pytest.FixtureRequest) -> str:
     """Run a test once from each side of the connection."""
     return str(request.param)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many cancellation points each sweep tried (tests/test_sweep.py)."""
+    from tests.sweeping import SWEPT
+
+    if SWEPT:
+        terminalreporter.section("cancellation points swept")
+        for name, points in SWEPT.items():
+            terminalreporter.write_line(f"{points:6,d}  {name}")
+        terminalreporter.write_line(f"{sum(SWEPT.values()):6,d}  in all")
