@@ -131,7 +131,7 @@ class Core:
 
     async def start_sending(self) -> None:
         """The start of every call that sends: raise Cancelled or ConnectionClosed before
-        anything is queued, with a checkpoint either way."""
+        anything is queued (a cancel point either way, a full checkpoint when closed)."""
         if self.state is not State.OPEN or not self.protocol.can_send_data:
             await trio.lowlevel.checkpoint()
             raise self.closed_error()
@@ -148,7 +148,8 @@ class Core:
             writer.write(protocol.send_fragment(piece, last))
 
     async def wait_for_room(self) -> None:
-        """The end of every call that queues a frame: its checkpoint, and backpressure."""
+        """The end of every call that queues a frame: backpressure, or a schedule point once
+        per slice (``_yielding``)."""
         if self.writer.is_full():
             await self.writer.wait_for_room()
             if self.writer.lost:  # the connection failed before the message went out
