@@ -334,9 +334,19 @@ def tokens(pairs: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     ]
 
 
-def assert_valid_upgrade_request(head: bytes, request: Request) -> None:
+#: Known: tokens lose Python's whitespace (str.strip(): \x1c-\x1f, \x85, \xa0 too), not only
+#: SP and HTAB, so "Connection: upgrade \x1d" passes for "upgrade" (an xfail test pins it).
+SPACE_BUG = "accepted (known bug: a token with a non-HTTP space)"
+
+
+def str_tokens(pairs: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    """``tokens`` as trio_ws splits them: stripped of every whitespace str.strip() knows."""
+    return [t.decode("latin-1").strip().lower() for t in tokens(pairs, name)]
+
+
+def assert_valid_upgrade_request(head: bytes, request: Request) -> str:
     """``head`` is a WebSocket upgrade RFC 6455 §4.2.1 lets a server accept, and ``request``
-    says what it says."""
+    says what it says; return "accepted", or which known bug let it through."""
     parsed = split_head(head)
     assert parsed is not None and parsed[0] == len(head)
     _, start_line, pairs = parsed
@@ -348,11 +358,14 @@ def assert_valid_upgrade_request(head: bytes, request: Request) -> None:
         (n.decode("latin-1"), v.decode("latin-1")) for n, v in pairs
     ] == request.headers.items()
     assert len(values(pairs, b"host")) == 1, "RFC 9112 §3.2: exactly one Host"
-    assert b"websocket" in tokens(pairs, b"upgrade")
-    assert b"upgrade" in tokens(pairs, b"connection")
     assert values(pairs, b"sec-websocket-version") == [b"13"]
     [key] = values(pairs, b"sec-websocket-key")
     assert len(base64.b64decode(key, validate=True)) == 16
+    if b"websocket" in tokens(pairs, b"upgrade") and b"upgrade" in tokens(pairs, b"connection"):
+        return "accepted"
+    assert "websocket" in str_tokens(pairs, b"upgrade")
+    assert "upgrade" in str_tokens(pairs, b"connection")
+    return SPACE_BUG
 
 
 # -- the checks ----------------------------------------------------------------------------
@@ -389,7 +402,7 @@ def check_server(data: bytes, cuts: Sequence[int], *, eof: bool, compression: bo
         assert head_end is not None, "a request from a head without an end"
         assert before < head_end.end() <= fed, "the request came from the wrong read"
         assert head_end.end() <= MAX_HEAD_SIZE
-        assert_valid_upgrade_request(data[: head_end.end()], request)
+        outcome = assert_valid_upgrade_request(data[: head_end.end()], request)
         sent, opened = handshake.accept(
             subprotocols=SUBPROTOCOLS,
             compression="deflate" if compression else None,
@@ -402,7 +415,7 @@ def check_server(data: bytes, cuts: Sequence[int], *, eof: bool, compression: bo
         key = request.headers["Sec-WebSocket-Key"]
         assert values(answer[2], b"sec-websocket-accept") == [accept_key(key).encode()]
         assert isinstance(opened, Opened)
-        return "accepted"
+        return outcome
     return "waiting for more"
 
 
@@ -432,7 +445,8 @@ def assert_valid_101(
     # RFC 6455 §4.2.2 asks for 101, whatever the HTTP version and the reason (h11 takes any).
     assert re.fullmatch(rb"HTTP/[0-9]\.[0-9] 101( [^\r\n]*)?", status_line), status_line
     assert [value.lower() for value in values(pairs, b"upgrade")] == [b"websocket"]
-    assert b"upgrade" in tokens(pairs, b"connection")
+    space_bug = b"upgrade" not in tokens(pairs, b"connection")
+    assert "upgrade" in str_tokens(pairs, b"connection")
     assert values(pairs, b"sec-websocket-accept") == [accept_key(key).encode()]
     protocols = values(pairs, b"sec-websocket-protocol")
     assert len(protocols) <= 1
@@ -450,7 +464,7 @@ def assert_valid_101(
     if compression and len(names) > 1 and set(names) == {b"permessage-deflate"}:
         return DEFLATE_TWICE
     assert names == ([b"permessage-deflate"] if compression else [])[: len(names)], names
-    return "opened"
+    return "opened (known bug: a token with a non-HTTP space)" if space_bug else "opened"
 
 
 def check_client(
@@ -739,3 +753,20 @@ def test_uri_with_a_long_last_label_and_a_port_makes_a_request() -> None:
     uri = parse_uri("ws://" + "a" * 62 + ":1")
 
     ClientHandshake(uri, subprotocols=(), compression=None, max_size=None, headers=Headers())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ServerHandshake splits Connection and Upgrade tokens with str.strip(), which also "
+    "strips \\x1c-\\x1f, \\x85 and \\xa0, so 'upgrade \\x1d' passes for 'upgrade'",
+)
+def test_connection_token_with_a_control_character_is_not_upgrade() -> None:
+    """RFC 9110 §5.6.1: list items are separated by commas and SP/HTAB only."""
+    head = (
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: upgrade \x1d\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    with pytest.raises(HandshakeRejected):
+        ServerHandshake(server_header=None).receive_data(head)
