@@ -286,12 +286,14 @@ def main() -> int:
         name = schedule[index % len(schedule)]
         stats = STATS[name]
         rng = random.Random(args.seed * 1_000_000_007 + index)
-        case, run = TARGETS[name][1](rng)
+        case: object = f"input {index} of {name}: not generated"
         current.target, current.case, current.started = name, case, time.monotonic()
         current.index = index
         try:
+            case, run = TARGETS[name][1](rng)
+            current.case = case
             outcome = run()
-        except Exception:  # an assertion, or an exception the handshake does not document
+        except Exception:  # an assertion, an exception the handshake does not document, or ours
             failures += 1
             stats.failures += 1
             outcome = "INVARIANT BROKEN"
