@@ -443,8 +443,8 @@ async def soak(args: argparse.Namespace) -> int:
     try:
         if args.idle:
             limit = PHASE_LIMIT + PER_CONNECTION * args.idle
-            phase = partial(idle, count=args.idle, compression=compression)
-            idle_report = await in_server(args.compression, limit, phase)
+            idle_phase = partial(idle, count=args.idle, compression=compression)
+            idle_report = await in_server(args.compression, limit, idle_phase)
             for line in report_idle(idle_report, args.idle):
                 print(line, flush=True)
             problems += idle_report.failures.first
@@ -452,8 +452,8 @@ async def soak(args: argparse.Namespace) -> int:
                 problems.append("idle: the server's fds did not come back to their count before")
         if args.cycles:
             limit = PHASE_LIMIT + PER_CONNECTION * (args.cycles + WARM_UP)
-            phase = partial(cycles, count=args.cycles, compression=compression)
-            cycle_report = await in_server(args.compression, limit, phase)
+            cycle_phase = partial(cycles, count=args.cycles, compression=compression)
+            cycle_report = await in_server(args.compression, limit, cycle_phase)
             for line in report_cycles(cycle_report):
                 print(line, flush=True)
             problems += cycle_report.failures.first
