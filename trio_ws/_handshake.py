@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
@@ -35,9 +36,16 @@ MAX_HEAD_SIZE = 16 * 1024
 MAX_REJECT_BODY = 64 * 1024
 
 
+#: Optional whitespace around list items (RFC 9110 §5.6.3): SP and HTAB, nothing else.
+_OWS = " \t"
+#: A token (RFC 9110 §5.6.2), such as an extension's name.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _comma_list(values: Sequence[str]) -> list[str]:
-    """The items of comma-separated header values, stripped, empty ones left out."""
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+    """The items of comma-separated header values (RFC 9110 §5.6.1), stripped of SP and HTAB,
+    empty ones left out."""
+    return [item.strip(_OWS) for value in values for item in value.split(",") if item.strip(_OWS)]
 
 
 def _raw_headers(event: h11.InformationalResponse | h11.Response) -> Headers:
@@ -78,7 +86,7 @@ class ClientHandshake:
             [BoundedDeflate(max_size)] if compression == "deflate" else []
         )
         request_headers = [
-            (b"Host", uri.host_header.encode("idna")),
+            (b"Host", uri.host_header.encode("ascii")),  # parse_uri made the name ASCII
             (b"Upgrade", b"websocket"),
             (b"Connection", b"Upgrade"),
             (b"Sec-WebSocket-Key", self._nonce),
@@ -159,10 +167,18 @@ class ClientHandshake:
             raise InvalidHandshake(
                 f"invalid opening handshake response: unexpected subprotocol {protocols}"
             )
-        try:
-            extensions = client_extensions_handshake(
-                _comma_list(headers.get_all("Sec-WebSocket-Extensions")), self._extensions
+        accepted = _comma_list(headers.get_all("Sec-WebSocket-Extensions"))
+        names = [extension.partition(";")[0].strip(_OWS).lower() for extension in accepted]
+        if not all(_TOKEN.fullmatch(name) for name in names):  # wsproto would strip() them
+            raise InvalidHandshake(
+                f"invalid opening handshake response: an extension name is no token in {accepted}"
             )
+        if len(set(names)) < len(names):  # RFC 7692 §6: each would claim RSV1
+            raise InvalidHandshake(
+                f"invalid opening handshake response: an extension accepted twice in {accepted}"
+            )
+        try:
+            extensions = client_extensions_handshake(accepted, self._extensions)
         except RemoteProtocolError as exc:
             raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
         ws = Connection(ConnectionType.CLIENT, extensions, self._h11.trailing_data[0])
@@ -231,16 +247,8 @@ class ServerHandshake:
             raise self._rejection(400, "a WebSocket handshake needs HTTP/1.1 or later")
         if "Host" not in headers:
             raise self._rejection(400, "missing Host header")
-        upgrade = [
-            token.strip().lower()
-            for value in headers.get_all("Upgrade")
-            for token in value.split(",")
-        ]
-        connection = [
-            token.strip().lower()
-            for value in headers.get_all("Connection")
-            for token in value.split(",")
-        ]
+        upgrade = [token.lower() for token in _comma_list(headers.get_all("Upgrade"))]
+        connection = [token.lower() for token in _comma_list(headers.get_all("Connection"))]
         if "websocket" not in upgrade or "upgrade" not in connection:
             raise self._rejection(
                 426,
