@@ -286,8 +286,8 @@ def close_received(ws: Connection) -> None:
     """Move ``ws`` on as wsproto's ``Connection.events()`` does when it reads a close frame.
 
     ``Protocol`` reads frames from the frame protocol directly; the connection's state must
-    still say that the peer's close frame came (to LOCAL_CLOSING's end, CLOSED; otherwise
-    REMOTE_CLOSING), so that wsproto answers it and refuses messages after it.
+    still say that the peer's close frame came (CLOSED if ours was out already, else
+    REMOTE_CLOSING), so that wsproto lets us answer it and refuses messages after it.
     """
     closed = ws.state is ConnectionState.LOCAL_CLOSING
     ws._state = ConnectionState.CLOSED if closed else ConnectionState.REMOTE_CLOSING  # pyright: ignore[reportPrivateUsage]
