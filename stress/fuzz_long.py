@@ -1,8 +1,10 @@
-"""Fuzz the opening handshake's parsers for a long run: millions of random inputs, no pytest.
+"""Fuzz the handshake's parsers and the frame path for a long run: millions of inputs, no pytest.
 
 The properties are tests/test_handshake_fuzz.py's, with its generators and checks imported
 from there; here plain ``random.Random`` loops drive them instead of hypothesis, so that a
-million inputs take minutes. Targets, interleaved (the share of the inputs each gets):
+million inputs take minutes. ``--targets`` picks the handshake's, the frame path's (from
+fuzz_frames_long.py, whose docstring has them) or all (the default). The handshake's targets,
+interleaved (the share of the handshake inputs each gets):
 
 - server-valid (8%), server-mutated (30%), server-random (10%): ``check_server`` on a valid
   upgrade request split into reads, on one broken at random, on random bytes.
@@ -19,7 +21,8 @@ an exception the checks do not expect), 0 otherwise. Outcomes that a known bug e
 checks name it, "known bug: ...") are counted apart and do not fail the run.
 
     python stress/fuzz_long.py --inputs 1000000 --time-limit 1800
-    python stress/fuzz_long.py --quick        # 20,000 inputs, for CI
+    python stress/fuzz_long.py --targets frames --inputs 1000000
+    python stress/fuzz_long.py --quick        # 20,000 inputs per group of targets, for CI
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from fuzz_frames_long import FRAME_TARGETS, report  # noqa: E402
 
 from tests.test_handshake_fuzz import (  # noqa: E402
     REQUEST_LINES,
@@ -189,7 +194,7 @@ def uri_random(rng: random.Random) -> Case:
     return text, lambda: check_uri(text)
 
 
-TARGETS: dict[str, tuple[int, Callable[[random.Random], Case]]] = {
+HANDSHAKE_TARGETS: dict[str, tuple[int, Callable[[random.Random], Case]]] = {
     "server-valid": (8, server_valid),
     "server-mutated": (30, server_mutated),
     "server-random": (10, server_random),
@@ -200,6 +205,8 @@ TARGETS: dict[str, tuple[int, Callable[[random.Random], Case]]] = {
     "uri-mutated": (10, uri_mutated),
     "uri-random": (5, uri_random),
 }
+GROUPS = {"handshake": HANDSHAKE_TARGETS, "frames": FRAME_TARGETS}
+TARGETS = {**HANDSHAKE_TARGETS, **FRAME_TARGETS}
 
 
 @dataclass
@@ -259,15 +266,28 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds at most")
     parser.add_argument("--seed", type=int, default=0, help="the run's seed")
     parser.add_argument("--hang", type=float, default=30.0, help="seconds one input may take")
-    parser.add_argument("--quick", action="store_true", help="20,000 inputs, 300 s at most")
+    parser.add_argument(
+        "--targets", choices=["frames", "handshake", "all"], default="all", help="which ones"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20,000 inputs per group, 300 s at most"
+    )
     parser.add_argument("--max-failures", type=int, default=5, help="stop after this many")
     args = parser.parse_args()
+    groups = list(GROUPS) if args.targets == "all" else [args.targets]
     if args.quick:
-        args.inputs, args.time_limit = 20_000, min(args.time_limit, 300.0)
+        args.inputs, args.time_limit = 20_000 * len(groups), min(args.time_limit, 300.0)
 
-    schedule = [name for name, (weight, _) in TARGETS.items() for _ in range(weight)]
+    # Each group gets an equal share of the inputs, and each target its share of its group's.
+    schedule = [
+        name
+        for group in groups
+        for name, (weight, _) in GROUPS[group].items()
+        for _ in range(weight)
+    ]
     print(
-        f"fuzz_long: {args.inputs:,} inputs, seed {args.seed}, commit {commit()}, "
+        f"fuzz_long: {args.inputs:,} inputs, targets {args.targets}, seed {args.seed}, "
+        f"commit {commit()}, "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
         f"Python {platform.python_version()}, h11 {importlib.metadata.version('h11')}, "
         f"wsproto {importlib.metadata.version('wsproto')}",
@@ -318,7 +338,10 @@ def main() -> int:
 
     print(f"\n{done:,} inputs in {duration:,.1f} s ({done / duration:,.0f}/s)")
     for name, stats in STATS.items():
+        if not stats.inputs:
+            continue
         extra = f", traced peak {stats.traced_peak / 1024:,.1f} KiB" if stats.traced_peak else ""
+        extra += report(name)
         print(f"{name}: {stats.inputs:,} inputs, slowest {stats.slowest * 1000:,.1f} ms{extra}")
         for outcome, count in stats.outcomes.most_common():
             print(f"    {count:>10,}  {outcome}")
