@@ -58,6 +58,11 @@ autodoc_type_aliases = {
     "LoggerLike": "trio_ws.connection.LoggerLike",
     "HeadersLike": "trio_ws.http.HeadersLike",
     "Handler": "trio_ws.server.Handler",
+    "ProcessRequest": "trio_ws.server.ProcessRequest",
+    "ProcessResponse": "trio_ws.server.ProcessResponse",
+    "SelectSubprotocol": "trio_ws.server.SelectSubprotocol",
+    "Origin": "trio_ws.server.Origin",
+    "Stats": "trio_ws.stats.Stats",
     "Request": "trio_ws.http.Request",
     "Response": "trio_ws.http.Response",
 }

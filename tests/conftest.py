@@ -102,15 +102,13 @@ def open_connection(
     cls: type[C], stream: trio.abc.Stream, opened: Opened, logger: logging.Logger, **options: Any
 ) -> C:
     """A ``cls`` connection over ``stream`` after ``opened``, with connect()'s ``options``."""
-    return cls(
+    ws = cls(
         stream,
-        opened.ws,
-        opened.request,
-        opened.response,
-        opened.subprotocol,
         is_client=cls is ClientConnection,
         options=connection_options(logger=logger, **options),
     )
+    ws._open(opened)
+    return ws
 
 
 def pair_side(pair: tuple[Connection, Connection], side: str) -> tuple[Connection, Connection]:

@@ -69,7 +69,7 @@ def parse_response(data: bytes) -> Response:
     head, separator, body = data.partition(b"\r\n\r\n")
     assert separator, f"no end of head in {data!r}"
     status_line, *lines = head.decode("latin-1").split("\r\n")
-    version, status, _ = status_line.split(" ", 2)
+    version, status, reason = status_line.split(" ", 2)
     assert version == "HTTP/1.1"
     headers = Headers()
     for line in lines:
@@ -77,7 +77,7 @@ def parse_response(data: bytes) -> Response:
         headers.add(name, value)
     if "Content-Length" in headers:
         assert int(headers["Content-Length"]) == len(body)
-    return Response(int(status), headers, body)
+    return Response(int(status), reason, headers, body)
 
 
 def accept_key(key: str) -> str:
@@ -306,7 +306,8 @@ def test_request_breaking_rfc_6455_gets_its_specific_http_error(case: BadRequest
     handshake = ServerHandshake(server_header=None)
 
     with pytest.raises(HandshakeRejected) as caught:
-        handshake.receive_data(case.data)
+        assert handshake.receive_data(case.data) is not None
+        handshake.check_upgrade()
 
     assert caught.value.status_code == case.status
     response = parse_response(caught.value.response)

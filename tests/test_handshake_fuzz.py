@@ -376,6 +376,8 @@ def check_server(data: bytes, cuts: Sequence[int], *, eof: bool, compression: bo
         before, fed = fed, fed + len(chunk)
         try:
             request = handshake.receive_data(chunk)
+            if request is not None:
+                handshake.check_upgrade()
         except HandshakeRejected as exc:
             assert exc.status_code in REJECTION_STATUSES, exc
             response = parse_response(exc.response)
@@ -727,8 +729,10 @@ def test_connection_token_with_a_control_character_is_not_upgrade() -> None:
         b"Sec-WebSocket-Version: 13\r\n\r\n"
     )
 
+    handshake = ServerHandshake(server_header=None)
+    assert handshake.receive_data(head) is not None
     with pytest.raises(HandshakeRejected):
-        ServerHandshake(server_header=None).receive_data(head)
+        handshake.check_upgrade()
 
 
 @pytest.mark.parametrize("space", ["\x1d", "\x85", "\xa0"])

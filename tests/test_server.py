@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import socket
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -362,7 +363,7 @@ async def test_silent_client_is_dropped_after_exactly_open_timeout(
     assert open_fds() == fds
 
 
-@pytest.mark.parametrize("where", ["receive_data", "accept"])
+@pytest.mark.parametrize("where", ["receive_data", "check_upgrade", "finish"])
 async def test_a_bug_in_a_connection_task_closes_that_connection_and_serve_goes_on(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str
 ) -> None:
@@ -390,7 +391,9 @@ async def test_a_bug_in_a_connection_task_closes_that_connection_and_serve_goes_
 
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.name == "trio_ws.server"
-    assert record.getMessage() == "opening handshake: internal error"
+    assert re.fullmatch(
+        r"connection [-0-9a-f]{36}: internal error in the opening handshake", record.getMessage()
+    )
     assert record.exc_info is not None
     assert str(record.exc_info[1]) == f"bug injected in ServerHandshake.{where}"
 

@@ -10,6 +10,7 @@ from .exceptions import ConnectionClosed as ConnectionClosed
 from .exceptions import ConnectionClosedError as ConnectionClosedError
 from .exceptions import ConnectionClosedOK as ConnectionClosedOK
 from .exceptions import InvalidHandshake as InvalidHandshake
+from .exceptions import InvalidState as InvalidState
 from .exceptions import InvalidStatus as InvalidStatus
 from .exceptions import InvalidURI as InvalidURI
 from .exceptions import PayloadTooBig as PayloadTooBig
@@ -21,6 +22,8 @@ from .http import Response as Response
 from .server import Server as Server
 from .server import ServerConnection as ServerConnection
 from .server import serve as serve
+from .server import unix_serve as unix_serve
+from .stats import Stats as Stats
 
 __all__ = [
     "ClientConnection",
@@ -31,6 +34,7 @@ __all__ = [
     "ConnectionClosedOK",
     "Headers",
     "InvalidHandshake",
+    "InvalidState",
     "InvalidStatus",
     "InvalidURI",
     "PayloadTooBig",
@@ -40,8 +44,10 @@ __all__ = [
     "Server",
     "ServerConnection",
     "State",
+    "Stats",
     "WebSocketError",
     "__version__",
     "connect",
     "serve",
+    "unix_serve",
 ]

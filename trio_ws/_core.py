@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from wsproto.connection import Connection as WSProtoConnection
 
     from ._options import ConnectionOptions
+    from .stats import Stats
 
 __all__ = ["Core"]
 
@@ -76,6 +77,7 @@ class Core:
         "protocol",
         "reader",
         "state",
+        "stats",
         "stream",
         "tasks",
         "writer",
@@ -88,8 +90,11 @@ class Core:
         *,
         is_client: bool,
         options: ConnectionOptions,
+        id: uuid.UUID,
+        stats: Stats,
     ) -> None:
         self.stream = stream
+        self.stats = stats
         self.protocol = Protocol(
             ws,
             max_size=options.max_message_size,
@@ -98,7 +103,7 @@ class Core:
         self.is_client = is_client
         self.options = options
         self.logger = options.logger
-        self.id = uuid.uuid4()
+        self.id = id
         self.state = State.OPEN
         self.ending = Ending()
         self.inbox = Inbox(
@@ -109,6 +114,7 @@ class Core:
             high=options.write_limit_high,
             low=options.write_limit_low,
             on_lost=self._write_failed,
+            stats=stats,
         )
         self.reader = Reader(
             stream,
@@ -122,6 +128,8 @@ class Core:
         self._keepalive: Keepalive | None = None  # while the session runs with keepalive on
         self.tasks: trio.Nursery | None = None  # the session's nursery, while it runs
         self.closed = trio.Event()
+        stats.connections_open += 1
+        stats.connections_total += 1
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -141,6 +149,7 @@ class Core:
         """Frame a whole message and queue its frames; raise if the connection is closing."""
         self.check_open()
         protocol, writer = self.protocol, self.writer
+        self.stats.messages_out += 1
         if len(message) <= FRAME_SIZE:
             writer.write(protocol.send_message(message))
             return
@@ -230,6 +239,8 @@ class Core:
             self.writer.stop()
             rcvd = self.ending.rcvd
             code = 1006 if rcvd is None else rcvd[0]
+            self.stats.connections_open -= 1
+            self.stats.close_codes[code] += 1
             self.logger.debug("connection %s closed: the peer's code %s", self.id, code)
         if self.closed.is_set():
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -249,11 +260,14 @@ class Core:
 
     def _take_in(self, data: bytes | bytearray) -> bool:
         """Act on bytes read: False once nothing more should be read."""
-        inbox = self.inbox
+        inbox, stats = self.inbox, self.stats
+        stats.bytes_in += len(data)
         for event in self.protocol.receive_data(data):
             if isinstance(event, MessageReceived):  # the hot path
+                stats.messages_in += 1
                 inbox.put_message(event.data)
             elif isinstance(event, FragmentReceived):
+                stats.messages_in += event.final
                 inbox.put_piece(event.data, event.final)
             elif isinstance(event, PingReceived):
                 if self.protocol.can_send_data:

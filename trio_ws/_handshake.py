@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import http
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,8 @@ from .http import Headers, Request, Response, headers_from_head
 MAX_HEAD_SIZE = 16 * 1024
 #: The most of a rejection's body kept for :class:`~trio_ws.exceptions.InvalidStatus`.
 MAX_REJECT_BODY = 64 * 1024
+#: The most header lines the server accepts in a request (h11 bounds only the head's size).
+MAX_HEADERS = 128
 
 
 #: Optional whitespace around list items (RFC 9110 §5.6.3): SP and HTAB, nothing else.
@@ -125,7 +129,9 @@ class ClientHandshake:
                 if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
                     return self._accepted(event)
                 if isinstance(event, h11.InformationalResponse | h11.Response):
-                    self._rejection = Response(event.status_code, _raw_headers(event))
+                    self._rejection = Response(
+                        event.status_code, event.reason.decode("latin-1"), _raw_headers(event)
+                    )
                     if isinstance(event, h11.InformationalResponse):
                         raise InvalidStatus(self._rejection)
                 elif isinstance(event, h11.Data):
@@ -145,8 +151,7 @@ class ClientHandshake:
 
     def _raise_rejection(self) -> NoReturn:
         assert self._rejection is not None
-        status, headers = self._rejection.status_code, self._rejection.headers
-        raise InvalidStatus(Response(status, headers, bytes(self._body)))
+        raise InvalidStatus(dataclasses.replace(self._rejection, body=bytes(self._body)))
 
     def _accepted(self, event: h11.InformationalResponse) -> Opened:
         headers = _raw_headers(event)
@@ -182,20 +187,33 @@ class ClientHandshake:
         except RemoteProtocolError as exc:
             raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
         ws = Connection(ConnectionType.CLIENT, extensions, self._h11.trailing_data[0])
-        return Opened(ws, self._request, Response(101, headers), subprotocol)
+        response = Response(101, event.reason.decode("latin-1"), headers)
+        return Opened(ws, self._request, response, subprotocol)
 
 
 class HandshakeRejected(Exception):
-    """The client's request cannot be accepted; ``response`` is the HTTP answer to send."""
+    """The client's request cannot be accepted; ``response`` is the HTTP answer to send.
 
-    def __init__(self, status_code: int, message: str, response: bytes) -> None:
+    ``kind`` says why, for the server's statistics: the status code, or a word ("limit").
+    """
+
+    def __init__(
+        self, status_code: int, message: str, response: bytes, kind: str | None = None
+    ) -> None:
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
         self.response = response
+        self.kind = str(status_code) if kind is None else kind
 
 
 class ServerHandshake:
-    """Read the client's upgrade request, check it, and write the answer."""
+    """Read the client's request, check it, and write the answer.
+
+    The steps, for the server to run its hooks between them: :meth:`receive_data` until the
+    request's head is in (HTTP checks only, so that a plain HTTP request reaches
+    ``process_request``), :meth:`check_upgrade` (RFC 6455 §4.2.1), :meth:`response_101`, then
+    :meth:`finish` with the 101 as the hooks left it; or :meth:`respond` with another response.
+    """
 
     def __init__(self, *, server_header: str | None) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
@@ -204,12 +222,13 @@ class ServerHandshake:
         self._received = bytearray()  # the request so far: wsproto reads its head again
         self._head = b""
         self._headers = Headers()  # the request's, once its head is in
+        self._extensions: list[Extension] = []  # those accepted in the 101, once built
 
     def receive_data(self, data: bytes | bytearray) -> Request | None:
         """Feed the client's bytes (b"" at EOF); return the request once its head is complete.
 
         Raises:
-            HandshakeRejected: the request breaks RFC 6455 §4.2.1 or HTTP; send its response.
+            HandshakeRejected: the request breaks HTTP or is no GET; send its response.
             InvalidHandshake: the client closed the connection before finishing its request.
         """
         self._received += data
@@ -223,7 +242,7 @@ class ServerHandshake:
                 ) from exc
             if exc.error_status_hint == 431:
                 raise self._head_too_large() from exc
-            raise self._rejection(exc.error_status_hint, f"invalid HTTP request: {exc}") from exc
+            raise self.rejection(exc.error_status_hint, f"invalid HTTP request: {exc}") from exc
         if event is h11.NEED_DATA:
             return None
         if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
@@ -235,29 +254,38 @@ class ServerHandshake:
             raise self._head_too_large(head_size)
         self._head, self._received = bytes(self._received[:head_size]), bytearray()
         self._request = event
+        if len(event.headers) > MAX_HEADERS:
+            raise self.rejection(
+                431, f"{len(event.headers):,} header lines exceed the limit of {MAX_HEADERS}"
+            )
         self._headers = headers = _decode_pairs(event.headers.raw_items())
-        self._check(event, headers)
+        if event.method != b"GET":
+            raise self.rejection(405, "a WebSocket handshake must use GET", [("Allow", "GET")])
+        if event.http_version < b"1.1":
+            raise self.rejection(400, "a WebSocket handshake needs HTTP/1.1 or later")
+        if "Host" not in headers:
+            raise self.rejection(400, "missing Host header")
         return Request(event.target.decode("ascii", "replace"), headers)
 
-    def _check(self, event: h11.Request, headers: Headers) -> None:
-        """Enforce RFC 6455 §4.2.1, which wsproto checks only in part."""
-        if event.method != b"GET":
-            raise self._rejection(405, "a WebSocket handshake must use GET", [("Allow", "GET")])
-        if event.http_version < b"1.1":
-            raise self._rejection(400, "a WebSocket handshake needs HTTP/1.1 or later")
-        if "Host" not in headers:
-            raise self._rejection(400, "missing Host header")
+    def check_upgrade(self) -> None:
+        """Enforce RFC 6455 §4.2.1 on the request, which wsproto checks only in part.
+
+        Raises:
+            HandshakeRejected: 426 for a request without the upgrade or with another version,
+                400 for a missing version or a bad key; send its response.
+        """
+        headers = self._headers
         upgrade = [token.lower() for token in _comma_list(headers.get_all("Upgrade"))]
         connection = [token.lower() for token in _comma_list(headers.get_all("Connection"))]
         if "websocket" not in upgrade or "upgrade" not in connection:
-            raise self._rejection(
+            raise self.rejection(
                 426,
                 "this is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade",
                 [("Upgrade", "websocket"), ("Connection", "Upgrade")],
             )
         versions = headers.get_all("Sec-WebSocket-Version")
         if versions != ["13"]:
-            raise self._rejection(
+            raise self.rejection(
                 426 if versions else 400,
                 "unsupported Sec-WebSocket-Version"
                 if versions
@@ -266,13 +294,81 @@ class ServerHandshake:
             )
         keys = headers.get_all("Sec-WebSocket-Key")
         if len(keys) != 1:
-            raise self._rejection(400, "need exactly one Sec-WebSocket-Key header")
+            raise self.rejection(400, "need exactly one Sec-WebSocket-Key header")
         try:
             nonce = base64.b64decode(keys[0].encode("ascii"), validate=True)
         except (binascii.Error, UnicodeEncodeError):
             nonce = b""
         if len(nonce) != 16:
-            raise self._rejection(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+            raise self.rejection(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+
+    def offered_subprotocols(self) -> list[str]:
+        """The subprotocols the client offers, in its order."""
+        return _comma_list(self._headers.get_all("Sec-WebSocket-Protocol"))
+
+    def response_101(
+        self,
+        *,
+        subprotocol: str | None,
+        compression: str | None,
+        max_size: int | None,
+        headers: Headers,
+    ) -> Response:
+        """The 101 that accepts the checked request, not yet sent: hooks may still change it."""
+        key = self._headers.get_all("Sec-WebSocket-Key")[0]  # check_upgrade made sure of one
+        response = Response(
+            101,
+            "Switching Protocols",
+            Headers(
+                [
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii")).decode()),
+                ]
+            ),
+        )
+        if subprotocol is not None:
+            response.headers.add("Sec-WebSocket-Protocol", subprotocol)
+        offered: list[Extension] = [BoundedDeflate(max_size)] if compression == "deflate" else []
+        requested = _comma_list(self._headers.get_all("Sec-WebSocket-Extensions"))
+        if offered and requested:
+            accepted = server_extensions_handshake(requested, offered)
+            if accepted:
+                response.headers.add("Sec-WebSocket-Extensions", accepted.decode("ascii"))
+                self._extensions = offered
+        for name, value in [*self._standard_headers(), *headers]:
+            response.headers.add(name, value)
+        return response
+
+    def finish(self, response: Response) -> tuple[bytes, Opened]:
+        """Write the 101; return its bytes and the opened connection's state.
+
+        Raises:
+            ValueError: a header cannot go on the wire (a hook put CR or LF in a value...).
+        """
+        assert self._request is not None and response.status_code == 101
+        try:
+            data = self._h11.send(
+                h11.InformationalResponse(
+                    status_code=101,
+                    headers=_encode_pairs(response.headers),
+                    reason=(response.reason_phrase or "Switching Protocols").encode("latin-1"),
+                )
+            )
+        except (h11.LocalProtocolError, UnicodeError) as exc:
+            raise ValueError(f"cannot send this 101 response: {exc}") from exc
+        assert data is not None
+        subprotocols = response.headers.get_all("Sec-WebSocket-Protocol")
+        connection = Connection(ConnectionType.SERVER, self._extensions)
+        trailing, _ = self._h11.trailing_data
+        if trailing:
+            connection.receive_data(trailing)
+        # The connection keeps both heads as they were on the wire, parsed if ever read.
+        request = Request(
+            self._request.target.decode("ascii", "replace"), headers_from_head(self._head)
+        )
+        sent = Response(101, response.reason_phrase, headers_from_head(data))
+        return data, Opened(connection, request, sent, subprotocols[0] if subprotocols else None)
 
     def accept(
         self,
@@ -282,61 +378,64 @@ class ServerHandshake:
         max_size: int | None,
         headers: Headers,
     ) -> tuple[bytes, Opened]:
-        """Answer 101; return the bytes to send and the opened connection's state."""
-        assert self._request is not None
-        event = self._request
-        request_headers = self._headers
-        offered = _comma_list(request_headers.get_all("Sec-WebSocket-Protocol"))
+        """Check the request and answer 101 with no hooks: the server's first subprotocol
+        that the client offers. Raises as :meth:`check_upgrade` does."""
+        self.check_upgrade()
+        offered = self.offered_subprotocols()
         subprotocol = next((name for name in subprotocols if name in offered), None)
-        extensions: list[Extension] = (
-            [BoundedDeflate(max_size)] if compression == "deflate" else []
+        response = self.response_101(
+            subprotocol=subprotocol, compression=compression, max_size=max_size, headers=headers
         )
-        key = request_headers.get_all("Sec-WebSocket-Key")[0]  # _check made sure of one
-        response_headers = [
-            (b"Upgrade", b"websocket"),
-            (b"Connection", b"Upgrade"),
-            (b"Sec-WebSocket-Accept", generate_accept_token(key.encode("ascii"))),
-        ]
-        if subprotocol is not None:
-            response_headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode("ascii")))
-        requested = _comma_list(request_headers.get_all("Sec-WebSocket-Extensions"))
-        if extensions and requested:
-            accepted = server_extensions_handshake(requested, extensions)
-            if accepted:
-                response_headers.append((b"Sec-WebSocket-Extensions", accepted))
-        response_headers += [
-            (name.encode(), value.encode())
-            for name, value in [*self._standard_headers(), *headers]
-        ]
-        data = self._h11.send(
-            h11.InformationalResponse(
-                status_code=101, headers=response_headers, reason=b"Switching Protocols"
-            )
-        )
-        assert data is not None
-        connection = Connection(ConnectionType.SERVER, extensions)
-        trailing, _ = self._h11.trailing_data
-        if trailing:
-            connection.receive_data(trailing)
-        # The connection keeps both heads as they were on the wire, parsed if ever read.
-        request = Request(event.target.decode("ascii", "replace"), headers_from_head(self._head))
-        response = Response(101, headers_from_head(data))
-        return data, Opened(connection, request, response, subprotocol)
+        return self.finish(response)
+
+    def respond(self, response: Response) -> bytes:
+        """The bytes of a response other than 101, closing the connection (``Connection:
+        close``); its ``Content-Length`` is the body's.
+
+        Raises:
+            ValueError: the response cannot go on the wire (a status out of 100-599 or 101,
+                a header name that is no token, a value with CR, LF or NUL...).
+        """
+        status = response.status_code
+        if not isinstance(status, int) or not 100 <= status <= 599 or status == 101:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ValueError(f"cannot send HTTP status {status!r} here")
+        skip = {"content-length", "connection", "transfer-encoding"}
+        head = [(n, v) for n, v in response.headers if n.lower() not in skip]
+        if self._server_header and "Server" not in response.headers:
+            head.insert(0, ("Server", self._server_header))
+        head += [("Content-Length", str(len(response.body))), ("Connection", "close")]
+        for name, value in head:
+            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                raise ValueError(f"cannot send the header {name!r}: {value!r}")
+        reason = response.reason_phrase or _reason(status)
+        if _BAD_VALUE.search(reason):
+            raise ValueError(f"cannot send the reason phrase {reason!r}")
+        lines = [f"HTTP/1.1 {status} {reason}", *(f"{n}: {v}" for n, v in head), "", ""]
+        try:
+            return "\r\n".join(lines).encode("latin-1") + bytes(response.body)
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"cannot send this response in Latin-1: {exc}") from exc
 
     def reject(self, status_code: int, message: str) -> bytes:
         """The bytes of an HTTP error response with ``message`` as its body."""
-        return self._rejection(status_code, message).response
+        return self.rejection(status_code, message).response
 
     def _head_too_large(self, size: int | None = None) -> HandshakeRejected:
         what = f"request head of {size:,} bytes" if size is not None else "request head"
-        return self._rejection(431, f"{what} exceeds the {MAX_HEAD_SIZE:,}-byte limit")
+        return self.rejection(431, f"{what} exceeds the {MAX_HEAD_SIZE:,}-byte limit")
 
     def _standard_headers(self) -> list[tuple[str, str]]:
         return [("Server", self._server_header)] if self._server_header else []
 
-    def _rejection(
-        self, status_code: int, message: str, headers: Sequence[tuple[str, str]] = ()
+    def rejection(
+        self,
+        status_code: int,
+        message: str,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        kind: str | None = None,
     ) -> HandshakeRejected:
+        """An HTTP error with ``message`` as its text body, to raise."""
         body = (message + "\n").encode()
         head = [
             *self._standard_headers(),
@@ -345,19 +444,41 @@ class ServerHandshake:
             ("Connection", "close"),
             *headers,
         ]
-        reason = _REASONS.get(status_code, "Error")
+        reason = _reason(status_code)
         lines = [f"HTTP/1.1 {status_code} {reason}", *(f"{n}: {v}" for n, v in head), "", ""]
-        return HandshakeRejected(status_code, message, "\r\n".join(lines).encode() + body)
+        response = "\r\n".join(lines).encode() + body
+        return HandshakeRejected(status_code, message, response, kind)
 
 
-_REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+def plain_response(status: int, text: str) -> Response:
+    """A plain-text response: ``ServerConnection.respond()``.
+
+    Raises:
+        ValueError: ``status`` is not a status code from 100 to 599.
+    """
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ValueError(f"status must be an HTTP status code from 100 to 599, not {status!r}")
+    body = text.encode()
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(int(status), _reason(status), headers, body)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _encode_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+# What no header value or reason phrase may contain on the wire.
+_BAD_VALUE = re.compile(r"[\r\n\x00]")

@@ -159,11 +159,13 @@ class Keepalive:
                     return await pending.wait() is not None
                 if core.writer.stalled_for(trio.current_time()) >= timeout:
                     stalled = f"no write progress for {timeout:g} s: the peer stopped reading"
+                    core.stats.keepalive_failures += 1
                     await core.abort(1011, stalled)
                     return False
                 # Our ping may still wait behind writes that progress, or its pong behind
                 # messages we stopped reading for backpressure: the peer is alive.
                 if not core.writer.buffered and not core.inbox.is_full():
+                    core.stats.keepalive_failures += 1
                     await core.fail(1011, "keepalive ping timeout", None)
                     return False
         finally:

@@ -19,8 +19,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from .stats import Stats
 
 __all__ = ["Writer", "plain_socket"]
 
@@ -45,6 +49,7 @@ class Writer:
         high: the high-water mark, in bytes: ``wait_for_room`` waits above it.
         low: the low-water mark, in bytes: where ``wait_for_room`` stops waiting.
         on_lost: called once, with the error, when a write fails.
+        stats: where the bytes queued are counted (``bytes_out``).
     """
 
     __slots__ = (
@@ -61,6 +66,7 @@ class Writer:
         "_progress_at",
         "_size",
         "_socket",
+        "_stats",
         "_stream",
         "_writing",
     )
@@ -72,8 +78,10 @@ class Writer:
         high: int,
         low: int,
         on_lost: Callable[[BaseException], None],
+        stats: Stats,
     ) -> None:
         self._stream = stream
+        self._stats = stats
         self._socket = plain_socket(stream)
         self._high = high
         self._low = low
@@ -129,6 +137,7 @@ class Writer:
         """Queue whole frames and write what the socket takes now. Never blocks or raises."""
         if self._lost or not data:
             return
+        self._stats.bytes_out += len(data)
         if self._socket is not None and not self._writing:
             if self._size:  # behind what the kernel did not take: it may take some now
                 self._buffers.append(data)

@@ -122,15 +122,8 @@ async def connect(
     )
     deadline = trio.current_time() + opening.open_timeout
     stream, opened = await _open(parsed, handshake, opening.ssl, deadline, open_timeout)
-    ws = ClientConnection(
-        stream,
-        opened.ws,
-        opened.request,
-        opened.response,
-        opened.subprotocol,
-        is_client=True,
-        options=options,
-    )
+    ws = ClientConnection(stream, is_client=True, options=options)
+    ws._open(opened)  # pyright: ignore[reportPrivateUsage]
     del handshake, opened  # the handshake's state, not needed while the connection lives
     async with session(ws):
         yield ws

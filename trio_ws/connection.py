@@ -11,21 +11,21 @@ message is queued whole in the write buffer or not at all, and the connection st
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Self, cast
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, Self, cast
 
 import trio
 
 from ._closing import State
 from ._core import Core
 from ._options import ConnectionOptions, LoggerLike, check_close_code
-from .exceptions import ConnectionClosedOK
+from .exceptions import ConnectionClosedOK, InvalidState
+from .stats import Stats
 
 if TYPE_CHECKING:
-    import uuid
-
-    from wsproto.connection import Connection as WSProtoConnection
-
+    from ._handshake import Opened
     from .http import Request, Response
 
 __all__ = [
@@ -44,6 +44,19 @@ BytesLike = bytes | bytearray | memoryview
 _Piece = BytesLike | str
 #: A socket address: (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6.
 Address = tuple[str, int] | tuple[str, int, int, int]
+
+
+class _Opening(NamedTuple):
+    """What a connection keeps until its opening handshake is done."""
+
+    stream: trio.abc.Stream
+    is_client: bool
+    options: ConnectionOptions
+    stats: Stats
+
+
+# The slots that _open() sets: reading one before raises InvalidState.
+_SET_WHEN_OPEN = frozenset({"_core", "_request", "_response", "_subprotocol"})
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
@@ -87,8 +100,10 @@ class Connection:
 
     __slots__ = (
         "_core",
+        "_id",
         "_local_address",
         "_message_lock",
+        "_opening",
         "_remote_address",
         "_request",
         "_response",
@@ -98,29 +113,58 @@ class Connection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSProtoConnection,
-        request: Request,
-        response: Response,
-        subprotocol: str | None,
         *,
         is_client: bool,
         options: ConnectionOptions,
+        stats: Stats | None = None,
     ) -> None:
-        self._core = Core(stream, ws, is_client=is_client, options=options)
-        self._request = request
-        self._response = response
-        self._subprotocol = subprotocol
+        # Not open yet: _open() starts the machinery once the opening handshake is done.
+        self._id = uuid.uuid4()
+        self._opening: _Opening | None = _Opening(stream, is_client, options, stats or Stats())
         sock = _socket_of(stream)
         self._local_address = _address(sock, peer=False)
         self._remote_address = _address(sock, peer=True)
         self._message_lock = trio.StrictFIFOLock()  # a fragmented message from an async iterable
+
+    def _open(self, opened: Opened) -> None:
+        """The opening handshake is done: start the connection's machinery."""
+        assert self._opening is not None
+        stream, is_client, options, stats = self._opening
+        self._opening = None
+        self._request = opened.request
+        self._response = opened.response
+        self._subprotocol = opened.subprotocol
+        self._core = Core(
+            stream, opened.ws, is_client=is_client, options=options, id=self._id, stats=stats
+        )
+
+    if not TYPE_CHECKING:  # to type checkers, every attribute is there: as it is once open
+
+        def __getattr__(self, name: str) -> NoReturn:
+            # Only reached for a slot not set yet: before the opening handshake is done.
+            if name in _SET_WHEN_OPEN:
+                raise InvalidState(
+                    f"connection {self._id} is not open yet: its opening handshake is in "
+                    f"progress (no {name.lstrip('_')} yet)"
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- what you can ask ------------------------------------------------------------------
 
     @property
     def id(self) -> uuid.UUID:
         """A unique id for this connection, used in log messages."""
-        return self._core.id
+        return self._id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """The connection's logger: records carry it as their ``websocket`` attribute.
+
+        A :class:`logging.LoggerAdapter` over the ``logger`` option of ``connect()`` or
+        ``serve()``, so that a formatter or filter can show ``record.websocket.id``.
+        """
+        base = self._opening.options.logger if self._opening is not None else self._core.logger
+        return logging.LoggerAdapter(cast("logging.Logger", base), {"websocket": self})
 
     @property
     def local_address(self) -> Address | None:
@@ -149,7 +193,10 @@ class Connection:
 
     @property
     def state(self) -> State:
-        """OPEN until a close frame is sent or received, CLOSING until the socket is closed."""
+        """CONNECTING during the opening handshake (in a server's hooks), OPEN until a close
+        frame is sent or received, CLOSING until the socket is closed, then CLOSED."""
+        if self._opening is not None:
+            return State.CONNECTING
         return self._core.state
 
     @property
@@ -175,7 +222,7 @@ class Connection:
         return self._core.pings.latency
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._core.id} {self._core.state.name}>"
+        return f"<{type(self).__name__} {self._id} {self.state.name}>"
 
     # -- messages --------------------------------------------------------------------------
 
@@ -246,6 +293,7 @@ class Connection:
                 for index, piece in enumerate(listed):
                     final = index == len(listed) - 1
                     self._core.writer.write(self._core.protocol.send_fragment(piece, final))
+                self._core.stats.messages_out += bool(listed)
             await self._core.wait_for_room()
             return
         async with self._message_lock:
@@ -263,6 +311,7 @@ class Connection:
                     self._core.check_open()
                     last = "" if isinstance(first, str) else b""
                     self._core.writer.write(self._core.protocol.send_fragment(last, True))
+                    self._core.stats.messages_out += 1
                     cut = False
                     await self._core.wait_for_room()
             except BaseException as exc:

@@ -19,6 +19,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "InvalidHandshake",
+    "InvalidState",
     "InvalidStatus",
     "InvalidURI",
     "PayloadTooBig",
@@ -63,6 +64,11 @@ class ConnectionClosedOK(ConnectionClosed):
 
 class ConnectionClosedError(ConnectionClosed):
     """The connection failed or was closed with an error code."""
+
+
+class InvalidState(WebSocketError, AssertionError):
+    """An operation that the connection's state does not allow, such as sending a message
+    from a server's ``process_request`` hook, before the opening handshake is done."""
 
 
 class InvalidURI(WebSocketError, ValueError):

@@ -154,12 +154,20 @@ class Response:
     <trio_ws.connection.Connection.response>`; a client gets a rejection as
     :attr:`InvalidStatus.response <trio_ws.exceptions.InvalidStatus.response>`.
 
+    A server's ``process_request`` hook returns one to answer a request without upgrading it,
+    and ``process_response`` may return one to replace the 101; build it with
+    :meth:`ServerConnection.respond <trio_ws.server.ServerConnection.respond>` or directly.
+    Its ``Content-Length`` is set from ``body`` when it is sent.
+
     Attributes:
         status_code: 101 when the server accepted the WebSocket connection.
+        reason_phrase: the status line's reason ("Switching Protocols"); "" to send the
+            standard one for ``status_code``.
         headers: every header the server sent, in order.
         body: the response body, for a rejection (empty for 101).
     """
 
     status_code: int
+    reason_phrase: str = ""
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""

@@ -87,6 +87,15 @@ PYTHON: list[Entry] = [
     ("ssl.create_default_context", "py:function", "library/ssl.html#$"),
     ("ssl.SSLError", "py:exception", "library/ssl.html#$"),
     ("uuid.UUID", "py:class", "library/uuid.html#$"),
+    ("re.Pattern", "py:class", "library/re.html#$"),
+    ("os.PathLike", "py:class", "library/os.html#$"),
+    ("typing.TypedDict", "py:class", "library/typing.html#$"),
+    ("re.compile", "py:function", "library/re.html#$"),
+    ("http.HTTPStatus", "py:class", "library/http.html#$"),
+    ("collections.Counter", "py:class", "library/collections.html#$"),
+    ("hmac.compare_digest", "py:function", "library/hmac.html#$"),
+    ("socket.SO_REUSEPORT", "py:data", "library/socket.html#socket-unix-constants"),
+    ("AssertionError", "py:exception", "library/exceptions.html#$"),
 ]
 
 TRIO: list[Entry] = [
