@@ -162,8 +162,8 @@ def _too_slow(core: Core, slow: str) -> Exception:
             limit,
         )
         if core.tasks is not None:  # else not tracked: each drop warns
-            _dropping[core.id] = 1
             core.tasks.start_soon(_watch_episode, core)
+            _dropping[core.id] = 1
     return trio.WouldBlock(
         f"connection {core.id}: {buffered:,} bytes queued exceed write_limit={limit:,}: "
         "message dropped"
