@@ -88,7 +88,7 @@ class ServerConnection(Connection):
             may set it too.
     """
 
-    __slots__ = ("username",)
+    __slots__ = ("_routed", "username")
 
     def __init__(
         self,
@@ -100,6 +100,7 @@ class ServerConnection(Connection):
     ) -> None:
         super().__init__(stream, is_client=is_client, options=options, stats=stats)
         self.username: str | None = None
+        self._routed: object = None  # what trio_ws.route() matched, for its handler
 
     def respond(self, status: int, text: str) -> Response:
         """Build a plain-text HTTP response for ``process_request`` to return.
