@@ -26,11 +26,11 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 import trio_ws
 from tests.conftest import _handshake, connection_pair, open_connection
-from trio_ws import broadcast as broadcast_module
+from trio_ws import broadcasting as broadcast_module
 from trio_ws._options import connection_options
 from trio_ws._protocol import FRAME_SIZE, Protocol
 from trio_ws._session import session
-from trio_ws.broadcast import broadcast
+from trio_ws.broadcasting import broadcast
 from trio_ws.connection import Connection
 from trio_ws.exceptions import (
     ConcurrencyError,

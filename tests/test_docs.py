@@ -18,11 +18,13 @@ pytest.importorskip("sphinx")
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PUBLIC_MODULES = [
+    "trio_ws.broadcasting",
     "trio_ws.client",
     "trio_ws.connection",
     "trio_ws.exceptions",
     "trio_ws.http",
     "trio_ws.server",
+    "trio_ws.stats",
 ]
 
 

@@ -1,6 +1,7 @@
 """trio_ws: WebSocket client and server for trio (RFC 6455, RFC 7692), built on wsproto."""
 
 from ._version import __version__ as __version__
+from .broadcasting import broadcast as broadcast
 from .client import ClientConnection as ClientConnection
 from .client import connect as connect
 from .connection import Connection as Connection
@@ -47,6 +48,7 @@ __all__ = [
     "Stats",
     "WebSocketError",
     "__version__",
+    "broadcast",
     "connect",
     "serve",
     "unix_serve",

@@ -28,7 +28,7 @@ class Stats:
         messages_out: data messages sent.
         bytes_in: bytes read from the sockets of open connections (frames as on the wire).
         bytes_out: bytes written to them, control frames included.
-        broadcast_drops: messages ``trio_ws.broadcast()`` skipped for a connection whose
+        broadcast_drops: messages :func:`~trio_ws.broadcast` skipped for a connection whose
             write buffer was over its high-water mark.
         keepalive_failures: connections failed with 1011 for want of a keepalive pong.
     """
