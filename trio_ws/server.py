@@ -264,10 +264,13 @@ class Server:
         deadline = trio.current_time() + wait
         caller = self._calling_handler()
         if caller is not None and self._closer is not None:
-            self._closer.start_soon(self._shut_down, code, reason, deadline, close_connections)
+            # This task cannot wait for its own handler: shut down from a task of the server's.
+            self._closer.start_soon(
+                self._shut_down, code, reason, deadline, close_connections, caller
+            )
             await trio.lowlevel.checkpoint()
             return
-        await self._shut_down(code, reason, deadline, close_connections)
+        await self._shut_down(code, reason, deadline, close_connections, None)
 
     def _calling_handler(self) -> ServerConnection | None:
         """The connection whose handler (or a task under it) is running this, if any."""
@@ -280,28 +283,35 @@ class Server:
         return None
 
     async def _shut_down(
-        self, code: int, reason: str, deadline: float, close_connections: bool
+        self,
+        code: int,
+        reason: str,
+        deadline: float,
+        close_connections: bool,
+        spared: ServerConnection | None,
     ) -> None:
+        """aclose()'s work; ``spared`` (aclose()'s caller) closes when its handler returns."""
         self._closing = (code, reason)
         self._accept_scope.cancel()
         with trio.move_on_at(deadline):
             async with _groups.open_nursery() as nursery:
                 if close_connections:
-                    self._close_all(nursery, code, reason)
+                    self._close_all(nursery, code, reason, spared)
                 await self._wait_idle()
         if self._handlers and not close_connections:
             # The deadline passed: close what is left, bounded by close_timeout.
             with trio.move_on_after(self._options.close_timeout):
                 async with _groups.open_nursery() as nursery:
-                    self._close_all(nursery, code, reason)
+                    self._close_all(nursery, code, reason, spared)
                     await self._wait_idle()
         self._cancel_scope.cancel()
         await self._stopped.wait()
 
-    def _close_all(self, nursery: trio.Nursery, code: int, reason: str) -> None:
-        for task, connection in list(self._connections.items()):
-            if self._calling_handler() is not connection:
-                del task
+    def _close_all(
+        self, nursery: trio.Nursery, code: int, reason: str, spared: ServerConnection | None
+    ) -> None:
+        for connection in list(self._connections.values()):
+            if connection is not spared:
                 nursery.start_soon(connection.aclose, code, reason)
 
     async def _wait_idle(self) -> None:
