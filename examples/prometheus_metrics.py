@@ -1,6 +1,6 @@
 """Prometheus metrics for a trio_ws server, served on the WebSocket port at ``/metrics``.
 
-The server already counts what an operator watches (``server.stats``, a :class:`trio_ws.Stats`).
+The server already counts what an operator watches: ``server.stats``, a ``trio_ws.Stats``.
 A custom collector turns those counters into Prometheus metrics when Prometheus scrapes, and
 only then: no work per message or per connection, nothing to keep in step. ``process_request``
 answers ``GET /metrics`` on the trio thread, so the counters are read between two trio steps,
@@ -25,7 +25,7 @@ import trio_ws
 
 
 class StatsCollector(Collector):
-    """Read a :class:`trio_ws.Stats` whenever the registry is collected (on each scrape)."""
+    """Read a trio_ws.Stats whenever the registry is collected: on each scrape, only then."""
 
     def __init__(self, stats: trio_ws.Stats, prefix: str = "trio_ws") -> None:
         self._stats = stats
