@@ -18,6 +18,7 @@ pytest.importorskip("sphinx")
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PUBLIC_MODULES = [
+    "trio_ws.auth",
     "trio_ws.broadcasting",
     "trio_ws.client",
     "trio_ws.connection",

@@ -1,6 +1,7 @@
 """trio_ws: WebSocket client and server for trio (RFC 6455, RFC 7692), built on wsproto."""
 
 from ._version import __version__ as __version__
+from .auth import basic_auth as basic_auth
 from .broadcasting import broadcast as broadcast
 from .client import ClientConnection as ClientConnection
 from .client import connect as connect
@@ -48,6 +49,7 @@ __all__ = [
     "Stats",
     "WebSocketError",
     "__version__",
+    "basic_auth",
     "broadcast",
     "connect",
     "serve",

@@ -84,8 +84,8 @@ class ServerConnection(Connection):
     work, while sending or receiving raises :exc:`~trio_ws.exceptions.InvalidState`.
 
     Attributes:
-        username: the user that HTTP Basic authentication let in, or None. Hooks of your own
-            may set it too.
+        username: the user that :func:`~trio_ws.basic_auth` let in, or None. Hooks of your
+            own may set it too.
     """
 
     __slots__ = ("_routed", "username")
