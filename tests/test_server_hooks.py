@@ -193,7 +193,7 @@ async def test_process_request_answers_a_health_check_and_websocket_clients_stil
         assert (missing.status_code, missing.body) == (404, b"no such page\n")
 
         await assert_connects(server, "/chat")
-        assert await refused(server, "/elsewhere") is not None
+        assert (await refused(server, "/elsewhere")).response.status_code == 404
         assert server.stats.handshakes_refused == {"response": 1, "404": 2}
         assert server.stats.connections_total == 1
 
