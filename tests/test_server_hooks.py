@@ -296,27 +296,7 @@ async def test_process_request_returning_an_unsendable_response_gets_500(
 
 @pytest.mark.parametrize(
     "hook",
-    [
-        pytest.param(
-            "process_request",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: trio_ws/server.py Server._open calls handshake.respond(response), "
-                "which raises AttributeError ('str' object has no attribute 'status_code', "
-                "_handshake.py ServerHandshake.respond); only ValueError becomes a 500, so the "
-                "socket is closed with no response and logged as an internal error",
-            ),
-        ),
-        pytest.param(
-            "process_response",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: trio_ws/server.py Server._answer reads response.status_code of "
-                "the hook's result unchecked: AttributeError, so the socket is closed with no "
-                "response and logged as an internal error",
-            ),
-        ),
-    ],
+    ["process_request", "process_response"],
 )
 async def test_a_hook_returning_something_other_than_a_response_gets_500(
     hook: str, caplog: pytest.LogCaptureFixture
@@ -469,6 +449,25 @@ async def test_select_subprotocol_choosing_what_was_not_offered_gets_500(
     assert "chat.v3" in str(record.exc_info[1])
 
 
+async def test_select_subprotocol_returning_no_str_gets_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hook that returns neither a str nor None (here, the whole list) gets the client a 500
+    naming what it returned; the server keeps serving."""
+
+    def choose(connection: ServerConnection, offered: list[str]) -> Any:
+        return offered or None
+
+    async with serving(select_subprotocol=choose) as server:
+        rejection = await refused(server, subprotocols=["chat.v1"])
+        assert rejection.response.status_code == 500
+        await assert_connects(server)
+    [record] = errors(caplog)
+    assert "select_subprotocol" in record.getMessage()
+    assert record.exc_info is not None
+    assert "['chat.v1']" in str(record.exc_info[1])
+
+
 # -- origins -----------------------------------------------------------------------------------
 
 ORIGINS = ["https://example.com", re.compile(r"https://[a-z]+\.example\.org"), None]
@@ -554,13 +553,6 @@ async def test_max_connections_refuses_the_next_client_with_503_until_one_closes
         assert server.stats.connections_total == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: trio_ws/server.py Server._answer checks max_connections against "
-    "len(self._connections), the connections whose handler already runs; handshakes past "
-    "that check but still in a hook (or sending their 101) are not counted, so concurrent "
-    "handshakes all get 101 and more than max_connections connections are open",
-)
 async def test_max_connections_holds_for_handshakes_in_progress_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

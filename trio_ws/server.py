@@ -184,6 +184,7 @@ class Server:
         self._cancel_scope = trio.CancelScope()
         self._accept_scope = trio.CancelScope()
         self._connections: dict[trio.lowlevel.Task, ServerConnection] = {}  # by handler task
+        self._admitting = 0  # handshakes counted against max_connections, not open yet
         self._handlers = 0
         self._idle = trio.Event()
         self._closing: tuple[int, str] | None = None  # aclose()'s code and reason, once called
@@ -212,8 +213,20 @@ class Server:
 
     @property
     def port(self) -> int:
-        """The TCP port the server listens on (the one chosen, when serve() was given 0)."""
-        return port_of(self._listeners[0])
+        """The TCP port the server listens on (the one chosen, when serve() was given 0).
+
+        Raises:
+            TypeError: the server listens on no TCP port (a Unix socket, listeners of other
+                kinds); :attr:`listeners` says where it listens.
+        """
+        listener = self._listeners[0]
+        try:
+            return port_of(listener)
+        except TypeError:
+            raise TypeError(
+                f"this server listens on {describe(listener)}, not on a TCP port; "
+                "see Server.listeners"
+            ) from None
 
     @property
     def stats(self) -> Stats:
@@ -497,14 +510,33 @@ class Server:
         if self._closing is not None:
             raise handshake.rejection(503, "the server is shutting down")
         limit = options.max_connections
-        if limit is not None and len(self._connections) >= limit:
+        if limit is None:
+            return await self._upgrade(ws, stream, handshake, request)
+        # Handshakes past this point count against the limit until they end, so that hooks
+        # that take their time cannot let more than max_connections in.
+        if len(self._connections) + self._admitting >= limit:
             raise handshake.rejection(503, "too many connections, try again later", kind="limit")
+        self._admitting += 1
+        try:
+            return await self._upgrade(ws, stream, handshake, request)
+        finally:
+            self._admitting -= 1  # an opened connection is in _connections before any await
+
+    async def _upgrade(
+        self,
+        ws: ServerConnection,
+        stream: trio.abc.Stream,
+        handshake: ServerHandshake,
+        request: Request,
+    ) -> Response | None:
+        """The hooks and checks after the request is read, then the 101: see ``_answer``."""
+        options = self._handshaking
         if options.process_request is not None:
             response = await self._call_hook(
                 ws, handshake, "process_request", options.process_request, ws, request
             )
             if response is not None:
-                return response
+                return self._check_result(ws, handshake, "process_request", response)
         handshake.check_upgrade()
         self._check_origin(handshake, request)
         offered = handshake.offered_subprotocols()
@@ -512,6 +544,9 @@ class Server:
             subprotocol = await self._call_hook(
                 ws, handshake, "select_subprotocol", options.select_subprotocol, ws, offered
             )
+            if not isinstance(cast("object", subprotocol), str | None):
+                problem = TypeError(f"it returned {subprotocol!r}, not a str or None")
+                raise self._hook_failed(ws, handshake, "select_subprotocol", problem)
             if subprotocol is not None and subprotocol not in offered:
                 problem = ValueError(f"it chose {subprotocol!r}, which the client did not offer")
                 raise self._hook_failed(ws, handshake, "select_subprotocol", problem)
@@ -528,7 +563,7 @@ class Server:
                 ws, handshake, "process_response", options.process_response, ws, request, response
             )
             if replaced is not None:
-                response = replaced
+                response = self._check_result(ws, handshake, "process_response", replaced)
         if response.status_code != 101:
             return response
         try:
@@ -572,6 +607,15 @@ class Server:
         except Exception as exc:
             raise self._hook_failed(ws, handshake, name, exc) from None
         return cast("_T", result)
+
+    def _check_result(
+        self, ws: ServerConnection, handshake: ServerHandshake, hook: str, result: object
+    ) -> Response:
+        """A hook's result, which must be a Response; a 500 to raise otherwise."""
+        if not isinstance(result, Response):
+            problem = TypeError(f"it returned {result!r}, not a Response or None")
+            raise self._hook_failed(ws, handshake, hook, problem)
+        return result
 
     def _hook_failed(
         self, ws: ServerConnection, handshake: ServerHandshake, name: str, exc: Exception
@@ -672,8 +716,8 @@ async def serve(
             worker processes, :func:`trio.testing.memory_stream_pair`-based ones in tests).
             The server closes them when it stops. ``ssl`` still applies: TLS is layered on them.
         ssl: a TLS context to serve ``wss://``.
-        reuse_port: set SO_REUSEPORT, so that several processes can listen on the same port
-            and the kernel spreads connections among them (Linux, BSD).
+        reuse_port: set SO_REUSEPORT, so that several processes can listen on the same port;
+            Linux spreads the connections among them, other systems may hand them all to one.
         backlog: the listen() queue length; default: as large as the system allows.
         process_request: ``process_request(connection, request)`` returns a
             :class:`~trio_ws.http.Response` to send instead of upgrading (the connection then
