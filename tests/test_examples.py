@@ -54,3 +54,26 @@ async def test_echo_server_example_echoes_until_terminated() -> None:
         process.kill()
         await process.wait()
     assert process.returncode is not None
+
+
+async def test_chat_example_routes_logs_in_broadcasts_and_checks_health() -> None:
+    """examples/chat.py: the health check is answered without a login, a wrong password gets
+    401, members of a room hear each other (and themselves) and nobody else, in order."""
+    result = await trio.run_process(
+        [sys.executable, str(EXAMPLES / "chat.py")], capture_stdout=True, capture_stderr=True
+    )
+    assert result.stdout.decode().splitlines() == [
+        "health check: HTTP/1.1 200 OK",
+        "wrong password: HTTP 401",
+        "alice reads: alice joined lobby",
+        "alice reads: bob joined lobby",
+        "bob reads: bob joined lobby",
+        "carol reads: carol joined garden",
+        "bob reads: alice: hello, bob",
+        "carol reads: carol: anyone here?",
+        "alice reads: alice: hello, bob",
+        "alice reads: bob: hi alice",
+        "alice reads: bob left lobby",
+        "refused: {'response': 1, '401': 1}, opened: 3",
+        "server stopped",
+    ]

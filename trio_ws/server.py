@@ -548,8 +548,8 @@ class Server:
                 problem = TypeError(f"it returned {subprotocol!r}, not a str or None")
                 raise self._hook_failed(ws, handshake, "select_subprotocol", problem)
             if subprotocol is not None and subprotocol not in offered:
-                problem = ValueError(f"it chose {subprotocol!r}, which the client did not offer")
-                raise self._hook_failed(ws, handshake, "select_subprotocol", problem)
+                unoffered = ValueError(f"it chose {subprotocol!r}, which the client did not offer")
+                raise self._hook_failed(ws, handshake, "select_subprotocol", unoffered)
         else:
             subprotocol = next((name for name in options.subprotocols if name in offered), None)
         response = handshake.response_101(
