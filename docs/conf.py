@@ -63,6 +63,8 @@ autodoc_type_aliases = {
     "SelectSubprotocol": "trio_ws.server.SelectSubprotocol",
     "Origin": "trio_ws.server.Origin",
     "Stats": "trio_ws.stats.Stats",
+    "Endpoint": "trio_ws.router.Endpoint",
+    "werkzeug.routing.Map": "werkzeug.routing.Map",
     "Request": "trio_ws.http.Request",
     "Response": "trio_ws.http.Response",
 }
@@ -80,6 +82,7 @@ intersphinx_mapping = {
     "python": ("https://docs.python.org/3", "_inventories/python.inv"),
     "trio": ("https://trio.readthedocs.io/en/stable", "_inventories/trio.inv"),
     "wsproto": ("https://python-hyper.org/projects/wsproto/en/stable", "_inventories/wsproto.inv"),
+    "werkzeug": ("https://werkzeug.palletsprojects.com/en/stable", "_inventories/werkzeug.inv"),
 }
 
 # -- adjustments ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "trio_ws.connection",
     "trio_ws.exceptions",
     "trio_ws.http",
+    "trio_ws.router",
     "trio_ws.server",
     "trio_ws.stats",
 ]

@@ -88,6 +88,8 @@ PYTHON: list[Entry] = [
     ("ssl.SSLError", "py:exception", "library/ssl.html#$"),
     ("uuid.UUID", "py:class", "library/uuid.html#$"),
     ("re.Pattern", "py:class", "library/re.html#$"),
+    ("urllib.parse.urlsplit", "py:function", "library/urllib.parse.html#$"),
+    ("urllib.parse.parse_qs", "py:function", "library/urllib.parse.html#$"),
     ("os.PathLike", "py:class", "library/os.html#$"),
     ("typing.TypedDict", "py:class", "library/typing.html#$"),
     ("re.compile", "py:function", "library/re.html#$"),
@@ -149,10 +151,16 @@ WSPROTO: list[Entry] = [
     ("wsproto.extensions.Extension", "py:class", "api.html#$"),
 ]
 
+WERKZEUG: list[Entry] = [
+    ("werkzeug.routing.Map", "py:class", "routing/#$"),
+    ("werkzeug.exceptions.HTTPException", "py:exception", "exceptions/#$"),
+]
+
 INVENTORIES = {
     "python.inv": ("Python", "3", PYTHON),
     "trio.inv": ("Trio", "stable", TRIO),
     "wsproto.inv": ("wsproto", "stable", WSPROTO),
+    "werkzeug.inv": ("Werkzeug", "stable", WERKZEUG),
 }
 
 
