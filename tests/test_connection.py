@@ -78,7 +78,9 @@ def new_connection(
 ) -> Connection:
     """Our connection on ``side`` of ``stream``; its session is not running yet."""
     assert ws.connection is not None
-    opened = Opened(ws.connection, http.Request("/"), http.Response(101, "Switching Protocols"), None)
+    opened = Opened(
+        ws.connection, http.Request("/"), http.Response(101, "Switching Protocols"), None
+    )
     cls = ClientConnection if side == "client" else ServerConnection
     return open_connection(cls, stream, opened, _LOGGER, **{**_OPTIONS, **options})
 
