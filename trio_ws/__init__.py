@@ -12,11 +12,13 @@ from .exceptions import ConnectionClosed as ConnectionClosed
 from .exceptions import ConnectionClosedError as ConnectionClosedError
 from .exceptions import ConnectionClosedOK as ConnectionClosedOK
 from .exceptions import InvalidHandshake as InvalidHandshake
+from .exceptions import InvalidProxy as InvalidProxy
 from .exceptions import InvalidState as InvalidState
 from .exceptions import InvalidStatus as InvalidStatus
 from .exceptions import InvalidURI as InvalidURI
 from .exceptions import PayloadTooBig as PayloadTooBig
 from .exceptions import ProtocolError as ProtocolError
+from .exceptions import ProxyError as ProxyError
 from .exceptions import WebSocketError as WebSocketError
 from .http import Headers as Headers
 from .http import Request as Request
@@ -36,11 +38,13 @@ __all__ = [
     "ConnectionClosedOK",
     "Headers",
     "InvalidHandshake",
+    "InvalidProxy",
     "InvalidState",
     "InvalidStatus",
     "InvalidURI",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
     "Request",
     "Response",
     "Server",

@@ -19,11 +19,13 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "InvalidHandshake",
+    "InvalidProxy",
     "InvalidState",
     "InvalidStatus",
     "InvalidURI",
     "PayloadTooBig",
     "ProtocolError",
+    "ProxyError",
     "WebSocketError",
 ]
 
@@ -77,6 +79,26 @@ class InvalidURI(WebSocketError, ValueError):
 
 class InvalidHandshake(WebSocketError):
     """The opening handshake failed: the peer's HTTP request or response broke RFC 6455."""
+
+
+class InvalidProxy(WebSocketError, ValueError):
+    """The proxy given to :func:`~trio_ws.connect` (or found in the environment) is not one
+    trio_ws can use: not a valid URL, or a scheme it does not speak.
+
+    Attributes:
+        proxy: the proxy URL, as given.
+        msg: what is wrong with it.
+    """
+
+    def __init__(self, proxy: str, msg: str) -> None:
+        self.proxy = proxy
+        self.msg = msg
+        super().__init__(f"{msg}: {proxy}")
+
+
+class ProxyError(InvalidHandshake):
+    """The proxy refused to connect to the server, or broke the proxy protocol (HTTP CONNECT,
+    SOCKS). Network failures on the way to the proxy are plain :class:`OSError`."""
 
 
 class InvalidStatus(InvalidHandshake):
