@@ -29,10 +29,10 @@ try:
     import werkzeug.routing
     from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
     from werkzeug.routing import RequestRedirect, WebsocketMismatch
-except ImportError as exc:  # pragma: no cover - tests/test_router.py runs it in a subprocess
+except ImportError as _missing:  # pragma: no cover - tests/test_router.py runs it in a subprocess
     raise ImportError(
         "trio_ws.router needs werkzeug, an optional dependency: pip install trio-ws[router]"
-    ) from exc
+    ) from _missing
 
 __all__ = ["Endpoint", "Router", "route"]
 

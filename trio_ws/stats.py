@@ -47,16 +47,16 @@ class Stats:
     )
 
     def __init__(self) -> None:
-        self.connections_open = 0
-        self.connections_total = 0
+        self.connections_open: int = 0
+        self.connections_total: int = 0
         self.handshakes_refused: Counter[str] = Counter()
         self.close_codes: Counter[int] = Counter()
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.broadcast_drops = 0
-        self.keepalive_failures = 0
+        self.messages_in: int = 0
+        self.messages_out: int = 0
+        self.bytes_in: int = 0
+        self.bytes_out: int = 0
+        self.broadcast_drops: int = 0
+        self.keepalive_failures: int = 0
 
     def as_dict(self) -> dict[str, int | dict[str, int]]:
         """Every counter by name, the per-reason ones as dicts (for JSON or a log line)."""
