@@ -299,7 +299,7 @@ async def test_additional_headers_and_user_agent_reach_the_server() -> None:
         trio_ws.connect(
             f"ws://127.0.0.1:{port}/",
             additional_headers=[("X-Token", "abc"), ("X-Tag", "1"), ("X-Tag", "2")],
-            user_agent="test-agent/1.0",
+            user_agent_header="test-agent/1.0",
         ),
     ):
         pass
@@ -319,11 +319,11 @@ async def test_default_user_agent_names_trio_ws() -> None:
 
 
 async def test_user_agent_none_sends_no_user_agent() -> None:
-    """user_agent=None leaves the header out entirely."""
+    """user_agent_header=None leaves the header out entirely."""
     handler = EchoHandler()
     async with (
         ws_server(handler) as port,
-        trio_ws.connect(f"ws://127.0.0.1:{port}/", user_agent=None),
+        trio_ws.connect(f"ws://127.0.0.1:{port}/", user_agent_header=None),
     ):
         pass
     assert "User-Agent" not in handler.connection.request.headers
@@ -338,7 +338,7 @@ async def test_user_agent_in_additional_headers_wins_over_user_agent() -> None:
         trio_ws.connect(
             f"ws://127.0.0.1:{port}/",
             additional_headers={"user-agent": "mine/2"},
-            user_agent="theirs/1",
+            user_agent_header="theirs/1",
         ),
     ):
         pass

@@ -77,3 +77,21 @@ async def test_chat_example_routes_logs_in_broadcasts_and_checks_health() -> Non
         "refused: {'response': 1, '401': 1}, opened: 3",
         "server stopped",
     ]
+
+
+async def test_reconnect_example_comes_back_after_each_server_restart() -> None:
+    """examples/reconnect.py: the client's async for loop reconnects after each of two server
+    restarts, and break closes the last connection with 1000."""
+    result = await trio.run_process(
+        [sys.executable, str(EXAMPLES / "reconnect.py")], capture_stdout=True, capture_stderr=True
+    )
+    assert result.stdout.decode().splitlines() == [
+        "echoed: hello from connection 1",
+        "server closed the connection with 1001",
+        "echoed: hello from connection 2",
+        "server closed the connection with 1001",
+        "echoed: hello from connection 3",
+        "left the loop after 3 connections",
+        "last connection closed with 1000",
+        "server stopped",
+    ]

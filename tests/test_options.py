@@ -343,8 +343,8 @@ async def test_connect_raises_at_call_time_without_opening_a_socket(
         async with trio_ws.connect("ws://127.0.0.1:9/", **given):
             pass  # pragma: no cover
     assert type(caught.value) is error
-    with pytest.raises(ValueError, match=r"user_agent contains CR or LF"):
-        async with trio_ws.connect("ws://127.0.0.1:9/", user_agent="a\r\nX-Evil: 1"):
+    with pytest.raises(ValueError, match=r"user_agent_header contains CR or LF"):
+        async with trio_ws.connect("ws://127.0.0.1:9/", user_agent_header="a\r\nX-Evil: 1"):
             pass  # pragma: no cover
     assert open_fds() == fds
 

@@ -120,10 +120,27 @@ def test_fragment_is_rejected(uri: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["ws://user:secret@example.com/", "ws://user@example.com/", "ws://@example.com/"]
+    ("uri", "user_info"),
+    [
+        ("ws://user:secret@example.com/", ("user", "secret")),
+        ("ws://us%C3%A9r:p%40ss%3Aword@example.com/", ("usér", "p@ss:word")),
+        ("wss://a:@example.com/", ("a", "")),
+    ],
 )
-def test_user_info_is_rejected(uri: str) -> None:
-    """User info is never sent, so a URI carrying it is refused rather than silently cut."""
+def test_user_info_is_kept_percent_decoded(uri: str, user_info: tuple[str, str]) -> None:
+    """ws://user:pass@host/ carries credentials for HTTP Basic (RFC 7617), percent-decoded;
+    the Host header never shows them."""
+    parsed = parse_uri(uri)
+    assert parsed.user_info == user_info
+    assert parsed.host_header == "example.com"
+    assert "@" not in parsed.resource_name
+
+
+@pytest.mark.parametrize(
+    "uri", ["ws://user@example.com/", "ws://@example.com/", "ws://:secret@example.com/"]
+)
+def test_user_info_without_user_and_password_is_rejected(uri: str) -> None:
+    """A user name alone, or a password alone, is not a credential to send."""
     with pytest.raises(InvalidURI, match="user info"):
         parse_uri(uri)
 

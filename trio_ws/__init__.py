@@ -3,8 +3,11 @@
 from ._version import __version__ as __version__
 from .auth import basic_auth as basic_auth
 from .broadcasting import broadcast as broadcast
+from .client import Backoff as Backoff
 from .client import ClientConnection as ClientConnection
 from .client import connect as connect
+from .client import connect_in as connect_in
+from .client import unix_connect as unix_connect
 from .connection import Connection as Connection
 from .connection import State as State
 from .exceptions import ConcurrencyError as ConcurrencyError
@@ -19,6 +22,7 @@ from .exceptions import InvalidURI as InvalidURI
 from .exceptions import PayloadTooBig as PayloadTooBig
 from .exceptions import ProtocolError as ProtocolError
 from .exceptions import ProxyError as ProxyError
+from .exceptions import SecurityError as SecurityError
 from .exceptions import WebSocketError as WebSocketError
 from .http import Headers as Headers
 from .http import Request as Request
@@ -30,6 +34,7 @@ from .server import unix_serve as unix_serve
 from .stats import Stats as Stats
 
 __all__ = [
+    "Backoff",
     "ClientConnection",
     "ConcurrencyError",
     "Connection",
@@ -47,6 +52,7 @@ __all__ = [
     "ProxyError",
     "Request",
     "Response",
+    "SecurityError",
     "Server",
     "ServerConnection",
     "State",
@@ -56,6 +62,8 @@ __all__ = [
     "basic_auth",
     "broadcast",
     "connect",
+    "connect_in",
     "serve",
+    "unix_connect",
     "unix_serve",
 ]

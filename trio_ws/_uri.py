@@ -20,7 +20,8 @@ class WebSocketURI:
 
     ``host`` has no brackets (``::1``) and is ASCII (a non-ASCII name is IDNA-encoded, so DNS
     and the Host header agree); ``host_header`` is what goes in the Host header (``[::1]:8765``,
-    the port left out when it is the scheme's default).
+    the port left out when it is the scheme's default). ``user_info`` is the user name and
+    password of ``ws://user:pass@host/``, percent-decoded, for HTTP Basic authentication.
     """
 
     secure: bool
@@ -28,6 +29,12 @@ class WebSocketURI:
     port: int
     resource_name: str
     host_header: str
+    user_info: tuple[str, str] | None = None
+
+    @property
+    def origin(self) -> tuple[bool, str, int]:
+        """What says whether two URIs reach the same server (scheme, host and port)."""
+        return self.secure, self.host, self.port
 
 
 def parse_uri(uri: str) -> WebSocketURI:
@@ -44,8 +51,7 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
     if "#" in uri:  # an empty fragment ("ws://host/#") is still one
         raise InvalidURI(f"{uri!r} has a fragment, which RFC 6455 §3 forbids")
-    if "@" in parsed.netloc:
-        raise InvalidURI(f"{uri!r} has user info, which trio_ws does not send")
+    user_info = _user_info(uri, parsed)
     host = _host(uri, parsed)
     if port == 0:
         raise InvalidURI(f"{uri!r} has port 0, which cannot be connected to")
@@ -65,7 +71,22 @@ def parse_uri(uri: str) -> WebSocketURI:
         port=port,
         resource_name=resource_name,
         host_header=host_header,
+        user_info=user_info,
     )
+
+
+def _user_info(uri: str, parsed: urllib.parse.SplitResult) -> tuple[str, str] | None:
+    """The user name and password of the URI, percent-decoded; None when it has none."""
+    if "@" not in parsed.netloc:
+        return None
+    user, password = parsed.username or "", parsed.password
+    if not user or password is None:
+        raise InvalidURI(f"{uri!r} has user info without a user name and a password")
+    user = urllib.parse.unquote(user, errors="strict")
+    password = urllib.parse.unquote(password, errors="strict")
+    if ":" in user:  # RFC 7617 §2: the user-id cannot contain a colon
+        raise InvalidURI(f"{uri!r} has a colon in its user name")
+    return user, password
 
 
 def _host(uri: str, parsed: urllib.parse.SplitResult) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "PayloadTooBig",
     "ProtocolError",
     "ProxyError",
+    "SecurityError",
     "WebSocketError",
 ]
 
@@ -99,6 +100,11 @@ class InvalidProxy(WebSocketError, ValueError):
 class ProxyError(InvalidHandshake):
     """The proxy refused to connect to the server, or broke the proxy protocol (HTTP CONNECT,
     SOCKS). Network failures on the way to the proxy are plain :class:`OSError`."""
+
+
+class SecurityError(InvalidHandshake):
+    """The opening handshake broke a security rule, such as a redirect from ``wss://`` to
+    ``ws://``, which would send what TLS protected in clear."""
 
 
 class InvalidStatus(InvalidHandshake):

@@ -61,6 +61,7 @@ _COLLECTIONS_ABC = [
     "AsyncIterator",
     "Awaitable",
     "Callable",
+    "Generator",
     "Iterable",
     "Iterator",
     "Mapping",
