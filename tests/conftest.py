@@ -117,6 +117,15 @@ def pair_side(pair: tuple[Connection, Connection], side: str) -> tuple[Connectio
     return (client, server) if side == "client" else (server, client)
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect() takes its proxy from the environment by default: the tests reach 127.0.0.1
+    directly, whatever proxy the machine running them names (tests of proxies set their own)."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(params=["client", "server"])
 def side(request: pytest.FixtureRequest) -> str:
     """Run a test once from each side of the connection."""
