@@ -58,7 +58,7 @@ async def trio_ws_server(nursery: trio.Nursery) -> int:
 @asynccontextmanager
 async def trio_ws_connect(port: int) -> AsyncGenerator[Channel, None]:
     uri = f"ws://{HOST}:{port}/"
-    async with trio_ws.connect(uri, compression=None, max_size=MAX_SIZE) as ws:
+    async with trio_ws.connect(uri, compression=None, max_size=MAX_SIZE, proxy=None) as ws:
         yield Channel(ws.send, ws.recv)
 
 

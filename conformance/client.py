@@ -29,7 +29,9 @@ SLOW_CASE = 5.0
 
 # Limits off, as for the server under test: the suite sends up to 16 MiB per message (9.*) and
 # bursts of 1000 messages (12.*/13.*); keepalive pings would be frames the cases do not expect.
-connect = functools.partial(trio_ws.connect, max_size=None, max_queue=None, ping_interval=None)
+connect = functools.partial(
+    trio_ws.connect, max_size=None, max_queue=None, ping_interval=None, proxy=None
+)
 
 
 def log(message: str) -> None:

@@ -226,7 +226,7 @@ async def idle(server: ServerProcess, count: int, compression: str | None) -> Id
     """Open ``count`` connections, echo once on each, hold them all, read the server's memory
     and open files, then close them all."""
     uri = f"ws://{HOST}:{server.port}/"
-    connect = partial(trio_ws.connect, uri, compression=compression)
+    connect = partial(trio_ws.connect, uri, compression=compression, proxy=None)
     failures = Failures()
     fds_before = open_fds(server.pid)
     async with connect() as ws:  # the warm-up: the server's first connection is no idle one
@@ -319,7 +319,7 @@ async def cycles(server: ServerProcess, count: int, compression: str | None) -> 
     async def cycle(number: int) -> None:
         try:
             with trio.fail_after(CYCLE_LIMIT):
-                async with trio_ws.connect(uri, compression=compression) as ws:
+                async with trio_ws.connect(uri, compression=compression, proxy=None) as ws:
                     await echo_once(ws)
         except FAILURES as exc:
             failures.add(f"cycle {number}", exc)
