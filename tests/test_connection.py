@@ -47,6 +47,7 @@ from trio_ws.exceptions import (
     PayloadTooBig,
     ProtocolError,
 )
+from trio_ws.frames import Close
 from trio_ws.server import ServerConnection
 
 _OPTIONS: dict[str, Any] = {
@@ -664,6 +665,39 @@ async def test_aclose_gives_the_peer_code_and_reason_and_closes_both_ends(side: 
         assert this.close_code == 3001
     if side == "server":
         assert await peer.receive() is None
+
+
+async def test_connection_closed_carries_both_close_frames_in_their_order(side: str) -> None:
+    """ConnectionClosed has websockets' rcvd, sent and rcvd_then_sent: the end that closed
+    first sent before it received, the other end received first and answered."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.aclose(4000, "bye")
+        with pytest.raises(ConnectionClosed) as closer:
+            await this.recv()
+        with pytest.raises(ConnectionClosed) as answerer:
+            await other.recv()
+    assert (closer.value.sent, closer.value.rcvd) == (Close(4000, "bye"), Close(4000, ""))
+    assert closer.value.rcvd_then_sent is False
+    assert (answerer.value.rcvd, answerer.value.sent) == (Close(4000, "bye"), Close(4000, ""))
+    assert answerer.value.rcvd_then_sent is True
+    assert str(Close(4000, "bye")) == "4000 (bye)"
+
+
+async def test_connection_lost_without_close_frames_has_none_of_them(side: str) -> None:
+    """A connection that ends without a close frame either way reports 1006, rcvd and sent
+    None, and rcvd_then_sent None."""
+    this, _, ours, _ = with_peer(side)
+    async with session(this):
+        await trio.aclose_forcefully(ours)
+        with pytest.raises(ConnectionClosedError) as caught:
+            await this.recv()
+    assert caught.value.code == 1006
+    assert (caught.value.rcvd, caught.value.sent, caught.value.rcvd_then_sent) == (
+        None,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000])

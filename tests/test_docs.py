@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "trio_ws.client",
     "trio_ws.connection",
     "trio_ws.exceptions",
+    "trio_ws.frames",
     "trio_ws.http",
     "trio_ws.router",
     "trio_ws.server",

@@ -7,6 +7,7 @@ import hashlib
 import random
 from typing import NamedTuple
 
+import h11
 import pytest
 from wsproto.events import BytesMessage, TextMessage
 
@@ -20,7 +21,16 @@ from trio_ws._handshake import (
     ServerHandshake,
 )
 from trio_ws._uri import parse_uri
-from trio_ws.exceptions import InvalidHandshake, InvalidStatus
+from trio_ws.exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidHeaderFormat,
+    InvalidHeaderValue,
+    InvalidMessage,
+    InvalidStatus,
+    InvalidUpgrade,
+    NegotiationError,
+)
 from trio_ws.http import Headers, Request, Response, headers_from_head
 
 # RFC 6455 §1.3: the example key and the Sec-WebSocket-Accept it calls for.
@@ -569,10 +579,11 @@ def test_client_101_with_a_wrong_accept_key_raises_invalid_handshake(
         lines.append(accept_header)
     data = "\r\n".join([*lines, "", ""]).encode()
 
-    with pytest.raises(InvalidHandshake) as caught:
+    with pytest.raises(InvalidHeaderValue) as caught:
         client.receive_data(data)
 
-    assert type(caught.value) is InvalidHandshake
+    assert caught.value.name == "Sec-WebSocket-Accept"
+    assert caught.value.value == (None if accept_header is None else accept_header.split(": ")[1])
 
 
 def test_client_eof_in_the_middle_of_the_response_raises_invalid_handshake() -> None:
@@ -582,21 +593,82 @@ def test_client_eof_in_the_middle_of_the_response_raises_invalid_handshake() -> 
     response = switching_protocols(key_of(client))
     assert client.receive_data(response[:30]) is None
 
-    with pytest.raises(InvalidHandshake) as caught:
+    with pytest.raises(InvalidMessage) as caught:
         client.receive_eof()
 
-    assert type(caught.value) is InvalidHandshake
     assert "closed the connection" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "drop", "error", "detail"),
+    [
+        ((), "Upgrade: websocket", InvalidUpgrade, "missing Upgrade header"),
+        (("Upgrade: h2c",), "Upgrade: websocket", InvalidUpgrade, "invalid Upgrade header: h2c"),
+        ((), "Connection: Upgrade", InvalidUpgrade, "missing Connection header"),
+        (
+            ("Sec-WebSocket-Protocol: v1", "Sec-WebSocket-Protocol: v2"),
+            None,
+            InvalidHeader,
+            "invalid Sec-WebSocket-Protocol header: v1, v2",
+        ),
+        (("Sec-WebSocket-Protocol: v9",), None, NegotiationError, "not offered: v9"),
+        (("Sec-WebSocket-Extensions: x-unknown",), None, NegotiationError, "not offered"),
+        (
+            ("Sec-WebSocket-Extensions: permessage-deflate, permessage-deflate",),
+            None,
+            NegotiationError,
+            "twice",
+        ),
+        (
+            ("Sec-WebSocket-Extensions: permessage-deflate\x1d",),
+            None,
+            InvalidHeaderFormat,
+            "invalid Sec-WebSocket-Extensions header",
+        ),
+    ],
+    ids=[
+        "no-upgrade",
+        "other-upgrade",
+        "no-connection",
+        "two-subprotocols",
+        "subprotocol-not-offered",
+        "extension-not-offered",
+        "extension-twice",
+        "extension-not-a-token",
+    ],
+)
+def test_client_101_breaking_rfc_6455_raises_websockets_exception_for_it(
+    extra: tuple[str, ...], drop: str | None, error: type[InvalidHandshake], detail: str
+) -> None:
+    """Each breach of RFC 6455 §4.2.2 in a 101 raises the exception websockets raises for it,
+    all of them InvalidHandshake, with the header and value in the message."""
+    client = ClientHandshake(
+        parse_uri("ws://example.com/chat"),
+        subprotocols=("v1", "v2"),
+        compression="deflate",
+        max_size=None,
+        headers=Headers(),
+    )
+    head = switching_protocols(key_of(client), *extra).decode("latin-1")
+    if drop is not None:
+        head = head.replace(drop + "\r\n", "")
+
+    with pytest.raises(error) as caught:
+        client.receive_data(head.encode("latin-1"))
+
+    assert type(caught.value) is error
+    assert isinstance(caught.value, InvalidHandshake)
+    assert detail in str(caught.value)
 
 
 def test_client_non_http_response_raises_invalid_handshake() -> None:
     """Bytes that are not an HTTP response are an InvalidHandshake."""
     client = client_handshake()
 
-    with pytest.raises(InvalidHandshake) as caught:
+    with pytest.raises(InvalidMessage) as caught:
         client.receive_data(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
 
-    assert type(caught.value) is InvalidHandshake
+    assert isinstance(caught.value.__cause__, h11.RemoteProtocolError)
 
 
 # -- permessage-deflate negotiation --------------------------------------------------------------

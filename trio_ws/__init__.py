@@ -15,15 +15,22 @@ from .exceptions import ConnectionClosed as ConnectionClosed
 from .exceptions import ConnectionClosedError as ConnectionClosedError
 from .exceptions import ConnectionClosedOK as ConnectionClosedOK
 from .exceptions import InvalidHandshake as InvalidHandshake
+from .exceptions import InvalidHeader as InvalidHeader
+from .exceptions import InvalidHeaderFormat as InvalidHeaderFormat
+from .exceptions import InvalidHeaderValue as InvalidHeaderValue
+from .exceptions import InvalidMessage as InvalidMessage
 from .exceptions import InvalidProxy as InvalidProxy
 from .exceptions import InvalidState as InvalidState
 from .exceptions import InvalidStatus as InvalidStatus
+from .exceptions import InvalidUpgrade as InvalidUpgrade
 from .exceptions import InvalidURI as InvalidURI
+from .exceptions import NegotiationError as NegotiationError
 from .exceptions import PayloadTooBig as PayloadTooBig
 from .exceptions import ProtocolError as ProtocolError
 from .exceptions import ProxyError as ProxyError
 from .exceptions import SecurityError as SecurityError
 from .exceptions import WebSocketError as WebSocketError
+from .frames import Close as Close
 from .http import Headers as Headers
 from .http import Request as Request
 from .http import Response as Response
@@ -36,6 +43,7 @@ from .stats import Stats as Stats
 __all__ = [
     "Backoff",
     "ClientConnection",
+    "Close",
     "ConcurrencyError",
     "Connection",
     "ConnectionClosed",
@@ -43,10 +51,16 @@ __all__ = [
     "ConnectionClosedOK",
     "Headers",
     "InvalidHandshake",
+    "InvalidHeader",
+    "InvalidHeaderFormat",
+    "InvalidHeaderValue",
+    "InvalidMessage",
     "InvalidProxy",
     "InvalidState",
     "InvalidStatus",
     "InvalidURI",
+    "InvalidUpgrade",
+    "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
     "ProxyError",

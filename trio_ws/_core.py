@@ -199,7 +199,7 @@ class Core:
             return
         code, reason = self.ending.frame_to_send(code, reason)
         data = self.protocol.send_close(code, reason)
-        self.ending.sent = (code, reason)
+        self.ending.sending(code, reason)
         if self.state is State.OPEN:
             self.state = State.CLOSING
         self.inbox.start_closing()  # the reader must read the peer's answer, queue full or not
@@ -275,7 +275,7 @@ class Core:
             elif isinstance(event, PongReceived):
                 self.pings.settle(event.payload)
             elif isinstance(event, CloseReceived):
-                self.ending.rcvd = (event.code, event.reason)
+                self.ending.received(event.code, event.reason)
                 inbox.end()
                 self.send_close(event.code, "")
                 return self._await_server_eof()

@@ -28,7 +28,16 @@ from wsproto.utilities import RemoteProtocolError, generate_accept_token, genera
 
 from ._deflate import BoundedDeflate
 from ._uri import WebSocketURI
-from .exceptions import InvalidHandshake, InvalidStatus
+from .exceptions import (
+    InvalidHandshake,
+    InvalidHeader,
+    InvalidHeaderFormat,
+    InvalidHeaderValue,
+    InvalidMessage,
+    InvalidStatus,
+    InvalidUpgrade,
+    NegotiationError,
+)
 from .http import Headers, Request, Response, headers_from_head
 
 #: The longest HTTP request head the server accepts (h11 answers 431 past it); the client's
@@ -141,13 +150,13 @@ class ClientHandshake:
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     self._raise_rejection()
         except h11.RemoteProtocolError as exc:
-            raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
+            raise InvalidMessage(f"invalid opening handshake response: {exc}") from exc
 
     def receive_eof(self) -> NoReturn:
         """The server closed the connection before completing its response: raise why."""
         if self._rejection is not None:
             self._raise_rejection()
-        raise InvalidHandshake("server closed the connection during the opening handshake")
+        raise InvalidMessage("server closed the connection during the opening handshake")
 
     def _raise_rejection(self) -> NoReturn:
         assert self._rejection is not None
@@ -157,35 +166,30 @@ class ClientHandshake:
         headers = _raw_headers(event)
         connection = _comma_list(headers.get_all("Connection"))
         if "upgrade" not in (token.lower() for token in connection):
-            raise InvalidHandshake("invalid opening handshake response: no Connection: Upgrade")
+            raise InvalidUpgrade("Connection", ", ".join(headers.get_all("Connection")) or None)
         if [value.lower() for value in headers.get_all("Upgrade")] != ["websocket"]:
-            raise InvalidHandshake("invalid opening handshake response: no Upgrade: websocket")
+            raise InvalidUpgrade("Upgrade", ", ".join(headers.get_all("Upgrade")) or None)
         if headers.get_all("Sec-WebSocket-Accept") != [
             generate_accept_token(self._nonce).decode()
         ]:
-            raise InvalidHandshake("invalid opening handshake response: bad Sec-WebSocket-Accept")
+            accept = headers.get_all("Sec-WebSocket-Accept")
+            raise InvalidHeaderValue("Sec-WebSocket-Accept", ", ".join(accept) or None)
         protocols = headers.get_all("Sec-WebSocket-Protocol")
+        if len(protocols) > 1:
+            raise InvalidHeader("Sec-WebSocket-Protocol", ", ".join(protocols))
         subprotocol = protocols[0] if protocols else None
-        if len(protocols) > 1 or (
-            subprotocol is not None and subprotocol not in self._subprotocols
-        ):
-            raise InvalidHandshake(
-                f"invalid opening handshake response: unexpected subprotocol {protocols}"
-            )
+        if subprotocol is not None and subprotocol not in self._subprotocols:
+            raise NegotiationError(f"the server chose a subprotocol not offered: {subprotocol}")
         accepted = _comma_list(headers.get_all("Sec-WebSocket-Extensions"))
         names = [extension.partition(";")[0].strip(_OWS).lower() for extension in accepted]
         if not all(_TOKEN.fullmatch(name) for name in names):  # wsproto would strip() them
-            raise InvalidHandshake(
-                f"invalid opening handshake response: an extension name is no token in {accepted}"
-            )
+            raise InvalidHeaderFormat("Sec-WebSocket-Extensions", ", ".join(accepted))
         if len(set(names)) < len(names):  # RFC 7692 §6: each would claim RSV1
-            raise InvalidHandshake(
-                f"invalid opening handshake response: an extension accepted twice in {accepted}"
-            )
+            raise NegotiationError(f"the server accepted an extension twice: {accepted}")
         try:
             extensions = client_extensions_handshake(accepted, self._extensions)
         except RemoteProtocolError as exc:
-            raise InvalidHandshake(f"invalid opening handshake response: {exc}") from exc
+            raise NegotiationError(f"the server accepted extensions not offered: {exc}") from exc
         ws = Connection(ConnectionType.CLIENT, extensions, self._h11.trailing_data[0])
         response = Response(101, event.reason.decode("latin-1"), headers)
         return Opened(ws, self._request, response, subprotocol)

@@ -39,8 +39,10 @@ from ._version import __version__
 from .connection import Connection, LoggerLike
 from .exceptions import (
     InvalidHandshake,
+    InvalidMessage,
     InvalidStatus,
     InvalidURI,
+    ProxyError,
     SecurityError,
 )
 from .http import Headers, HeadersLike
@@ -119,18 +121,20 @@ def process_exception(exc: Exception) -> Exception | None:
 
     Returns None (retry) for what a restarting or overloaded server causes: network errors
     (:class:`OSError` but a TLS certificate that fails verification), ``open_timeout``
-    (:class:`TimeoutError`), a connection lost during the handshake
-    (:exc:`~trio_ws.exceptions.InvalidHandshake`), a proxy failure
+    (:class:`TimeoutError`), a connection lost during the handshake or an answer that is no
+    HTTP (:exc:`~trio_ws.exceptions.InvalidMessage`), a proxy failure
     (:exc:`~trio_ws.exceptions.ProxyError`), and HTTP 429 or 5xx. Returns ``exc`` (raise it) for
-    the rest: other statuses (401, 403, 404...), a redirect to ``ws://`` from ``wss://``
-    (:exc:`~trio_ws.exceptions.SecurityError`), and anything else.
+    the rest: other statuses (401, 403, 404...), a 101 that breaks RFC 6455
+    (:exc:`~trio_ws.exceptions.InvalidHeader`, :exc:`~trio_ws.exceptions.NegotiationError`), a
+    redirect to ``ws://`` from ``wss://`` (:exc:`~trio_ws.exceptions.SecurityError`), and
+    anything else.
     """
-    if isinstance(exc, ssl.SSLCertVerificationError | SecurityError):
+    if isinstance(exc, ssl.SSLCertVerificationError):
         return exc
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         return None if status == 429 or status >= 500 else exc
-    if isinstance(exc, OSError | TimeoutError | InvalidHandshake):
+    if isinstance(exc, OSError | TimeoutError | InvalidMessage | ProxyError):
         return None
     return exc
 
@@ -696,7 +700,7 @@ class _Opener:
                 if opened is not None:
                     return opened
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise InvalidHandshake("connection lost during the opening handshake") from exc
+            raise InvalidMessage("connection lost during the opening handshake") from exc
 
 
 async def _start_tls(

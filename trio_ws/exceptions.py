@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .frames import Close
     from .http import Response
 
 __all__ = [
@@ -19,10 +20,16 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "InvalidHandshake",
+    "InvalidHeader",
+    "InvalidHeaderFormat",
+    "InvalidHeaderValue",
+    "InvalidMessage",
     "InvalidProxy",
     "InvalidState",
     "InvalidStatus",
     "InvalidURI",
+    "InvalidUpgrade",
+    "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",
     "ProxyError",
@@ -47,11 +54,26 @@ class ConnectionClosed(WebSocketError):
             connection (1009 for an oversized message, 1011 when a keepalive pong was missing...),
             or 1006 when the TCP connection ended without a close frame.
         reason: the close reason that goes with ``code`` ("" when there is none).
+        rcvd: the peer's close frame, or None if none came (websockets' name).
+        sent: our close frame, or None if none went out.
+        rcvd_then_sent: with both frames, whether the peer's came first (we answered it); None
+            unless both were exchanged.
     """
 
-    def __init__(self, code: int, reason: str = "") -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str = "",
+        *,
+        rcvd: Close | None = None,
+        sent: Close | None = None,
+        rcvd_then_sent: bool | None = None,
+    ) -> None:
         self.code = code
         self.reason = reason
+        self.rcvd = rcvd
+        self.sent = sent
+        self.rcvd_then_sent = rcvd_then_sent
         super().__init__(code, reason)
 
     def __str__(self) -> str:
@@ -95,6 +117,51 @@ class InvalidProxy(WebSocketError, ValueError):
         self.proxy = proxy
         self.msg = msg
         super().__init__(f"{msg}: {proxy}")
+
+
+class InvalidMessage(InvalidHandshake):
+    """The server's answer to the opening handshake was no valid HTTP response, or the
+    connection ended before it was complete."""
+
+
+class InvalidHeader(InvalidHandshake):
+    """A header of the server's 101 response is missing or has a value RFC 6455 forbids.
+
+    Attributes:
+        name: the header's name.
+        value: its value, or None when it is missing.
+    """
+
+    def __init__(self, name: str, value: str | None = None) -> None:
+        self.name = name
+        self.value = value
+        super().__init__(name, value)
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"missing {self.name} header"
+        if not self.value:
+            return f"empty {self.name} header"
+        return f"invalid {self.name} header: {self.value}"
+
+
+class InvalidHeaderFormat(InvalidHeader):
+    """A header of the 101 response cannot be parsed (such as an extension name that is no
+    HTTP token)."""
+
+
+class InvalidHeaderValue(InvalidHeader):
+    """A header of the 101 response has a value that does not fit the request (such as a
+    Sec-WebSocket-Accept that does not answer the key sent)."""
+
+
+class InvalidUpgrade(InvalidHeader):
+    """The 101 response lacks ``Upgrade: websocket`` or ``Connection: Upgrade``."""
+
+
+class NegotiationError(InvalidHandshake):
+    """The server accepted a subprotocol or an extension that the client did not offer, or
+    accepted one twice."""
 
 
 class ProxyError(InvalidHandshake):
