@@ -114,10 +114,15 @@ def test_editable_install_is_visible_to_mypy_and_pyright(tmp_path: Path) -> None
 
     user = tmp_path / "user"
     user.mkdir()
-    (user / "app.py").write_text("import trio_ws\n\nreveal_type(trio_ws.connect)\n")
+    (user / "app.py").write_text(
+        "import trio_ws\n\n"
+        "async def main() -> None:\n"
+        '    async with trio_ws.connect("ws://localhost/") as ws:\n'
+        "        reveal_type(ws)\n"
+    )
     python = str(venv / "bin" / "python")
     pyright = _run([sys.executable, "-m", "pyright", "--pythonpath", python, "app.py"], user)
-    assert 'Type of "trio_ws.connect" is "(uri: str' in pyright
+    assert 'Type of "ws" is "ClientConnection"' in pyright
     mypy = [sys.executable, "-m", "mypy", "--python-executable", python]
     output = _run([*mypy, "--cache-dir", str(tmp_path / "mypy"), "app.py"], user)
-    assert 'Revealed type is "def (uri: str' in output
+    assert 'Revealed type is "trio_ws.client.ClientConnection"' in output
