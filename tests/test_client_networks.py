@@ -30,6 +30,7 @@ from tests.test_server_listening import MemoryListener, sock_path
 from trio_ws.client import MAX_REDIRECTS
 from trio_ws.exceptions import (
     ConnectionClosed,
+    InvalidHandshake,
     InvalidProxy,
     InvalidStatus,
     ProxyError,
@@ -604,6 +605,96 @@ async def test_credentials_in_the_location_are_used_for_the_redirect() -> None:
         async with trio_ws.connect(f"ws://user:pass@127.0.0.1:{port1}/") as ws:
             await assert_echoes(ws)
     assert second.authorizations() == [basic("bob", "b0b")]
+
+
+@pytest.mark.parametrize("location", ["//127.0.0.1:{port2}/there", "ws://127.0.0.1:{port2}/there"])
+async def test_a_scheme_relative_or_absolute_location_keeps_ws(location: str) -> None:
+    first, second = Site(), Site()
+    async with site_server(first) as port1, site_server(second) as port2:
+        first.redirects["/"] = (301, location.format(port2=port2))
+        async with trio_ws.connect(f"ws://127.0.0.1:{port1}/") as ws:
+            await assert_echoes(ws)
+    assert second.connection.request.path == "/there"
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://127.0.0.1/",
+        "http://127.0.0.1/x",
+        "ws://127.0.0.1:99999/",
+        "ws://127.0.0.1/#fragment",
+        pytest.param(
+            "ws://[::1/",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="client.py _Opener._redirected: urllib.parse.urljoin() raises a bare "
+                "ValueError ('Invalid IPv6 URL') before the try that maps InvalidURI",
+            ),
+        ),
+    ],
+)
+async def test_a_redirect_to_what_is_not_a_websocket_uri_raises_invalid_handshake(
+    location: str,
+) -> None:
+    site = Site({"/": (302, location)})
+    async with site_server(site) as port, no_fd_left():
+        with pytest.raises(Exception) as caught:
+            async with trio_ws.connect(f"ws://127.0.0.1:{port}/"):
+                pass  # pragma: no cover
+    assert isinstance(caught.value, InvalidHandshake), repr(caught.value)
+    assert "redirect to an invalid URI" in str(caught.value)
+
+
+async def test_a_redirect_to_a_closed_port_raises_oserror_and_leaves_no_fd() -> None:
+    site = Site()
+    async with site_server(site) as port, no_fd_left():
+        site.redirects["/"] = (307, f"ws://127.0.0.1:{closed_port()}/")
+        with pytest.raises(OSError):
+            async with trio_ws.connect(f"ws://127.0.0.1:{port}/"):
+                pass  # pragma: no cover
+    assert len(site.requests) == 1
+
+
+async def test_a_redirect_from_wss_to_another_wss_server_keeps_the_ssl_context(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    first, second = Site(), Site()
+    async with (
+        site_server(first, ssl=server_context) as port1,
+        site_server(second, ssl=server_context) as port2,
+    ):
+        first.redirects["/"] = (308, f"wss://localhost:{port2}/there")
+        async with trio_ws.connect(f"wss://127.0.0.1:{port1}/", ssl=client_context) as ws:
+            await assert_echoes(ws)
+    assert second.connection.request.path == "/there"
+
+
+async def test_an_explicit_proxy_carries_every_hop_of_a_redirect(pproxy: PProxy) -> None:
+    first, second = Site(), Site()
+    async with site_server(first) as port1, site_server(second) as port2:
+        first.redirects["/"] = (302, f"ws://127.0.0.1:{port2}/there")
+        proxy = f"http://127.0.0.1:{pproxy.http}"
+        async with trio_ws.connect(f"ws://127.0.0.1:{port1}/", proxy=proxy) as ws:
+            await assert_echoes(ws)
+            assert_went_through(ws, second.connection, pproxy.http)
+    assert len(first.requests) == 1
+
+
+async def test_the_environments_proxy_is_chosen_again_for_each_hop(
+    pproxy: PProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY sends the first hop (127.0.0.1) directly; the redirect to localhost, which
+    NO_PROXY does not list, goes through HTTP_PROXY."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{pproxy.http}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    first, second = Site(), Site()
+    async with site_server(first) as port1, site_server(second) as port2:
+        first.redirects["/"] = (302, f"ws://localhost:{port2}/there")
+        async with trio_ws.connect(f"ws://127.0.0.1:{port1}/") as ws:
+            await assert_echoes(ws)
+            assert_went_through(ws, second.connection, pproxy.http)
+    assert len(first.requests) == 1
 
 
 async def test_redirects_run_within_one_open_timeout(
