@@ -25,8 +25,10 @@ import trustme
 import trio_ws
 from tests.conftest import open_fds
 from tests.test_client import no_leaks, tcp_server, ws_server
-from tests.test_proxy import PProxy, closed_port, pproxy
-from tests.test_server_listening import MemoryListener, sock_path
+from tests.test_proxy import PProxy, closed_port
+from tests.test_proxy import pproxy as pproxy  # a fixture: pytest finds it here
+from tests.test_server_listening import MemoryListener
+from tests.test_server_listening import sock_path as sock_path  # a fixture, as pproxy
 from trio_ws.client import MAX_REDIRECTS
 from trio_ws.exceptions import (
     ConnectionClosed,
@@ -38,8 +40,6 @@ from trio_ws.exceptions import (
 )
 from trio_ws.http import Headers, Request, Response
 from trio_ws.server import ServerConnection
-
-__all__ = ["pproxy", "sock_path"]  # fixtures: imported so that pytest finds them here
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def record_sni(context: ssl.SSLContext) -> list[str | None]:
     def callback(sslobj: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
         names.append(name)
 
-    context.sni_callback = callback  # type: ignore[assignment]
+    context.sni_callback = callback
     return names
 
 
@@ -438,7 +438,7 @@ async def test_an_invalid_proxy_from_the_environment_raises_invalid_proxy_when_o
 def test_proxy_tls_options_with_a_proxy_that_is_not_https_raise_value_error(
     scheme: str, option: str
 ) -> None:
-    value: object = ssl.create_default_context() if option == "proxy_ssl" else "proxy.test"
+    value: Any = ssl.create_default_context() if option == "proxy_ssl" else "proxy.test"
     with pytest.raises(ValueError, match=f"{option}= is for https:// proxies"):
         trio_ws.connect("ws://127.0.0.1:9/", proxy=f"{scheme}://127.0.0.1:3128", **{option: value})
 
@@ -842,6 +842,20 @@ async def test_an_origin_the_server_does_not_list_gets_403(origin: str | None) -
     assert [request.headers.get("Origin") for request in site.requests] == [origin]
 
 
+async def test_an_origin_in_additional_headers_wins_over_origin() -> None:
+    site = Site()
+    async with (
+        site_server(site, origins=["https://good.example"]) as port,
+        trio_ws.connect(
+            f"ws://127.0.0.1:{port}/",
+            origin="https://evil.example",
+            additional_headers=[("origin", "https://good.example")],
+        ) as ws,
+    ):
+        await assert_echoes(ws)
+    assert site.connection.request.headers.get_all("Origin") == ["https://good.example"]
+
+
 @pytest.mark.parametrize("user_agent", ["my-agent/1.0 (test)", None])
 async def test_user_agent_header_sets_or_removes_user_agent(user_agent: str | None) -> None:
     site = Site()
@@ -996,7 +1010,7 @@ async def test_stream_of_our_own_over_tcp() -> None:
 
 
 @asynccontextmanager
-async def memory_site(site: Site) -> AsyncIterator[MemoryListener]:
+async def memory_site(site: Site, **options: Any) -> AsyncIterator[MemoryListener]:
     """serve() ``site`` on an in-memory listener; yield it (its connect() gives a stream)."""
     listener = MemoryListener()
     async with trio.open_nursery() as nursery:
@@ -1007,6 +1021,7 @@ async def memory_site(site: Site) -> AsyncIterator[MemoryListener]:
                 listeners=[listener],
                 process_request=site.process_request,
                 ping_interval=None,
+                **options,
             )
         )
         yield listener
@@ -1028,6 +1043,20 @@ async def test_stream_of_our_own_in_memory_is_used_once() -> None:
                 pass  # pragma: no cover
     assert site.connection.request.path == "/mem"
     assert len(site.requests) == 1
+
+
+async def test_stream_of_our_own_carries_wss(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    """wss:// layers TLS on the given stream, checked against the URI's host (as SNI)."""
+    names = record_sni(server_context)
+    site = Site()
+    async with memory_site(site, ssl=server_context) as listener:
+        stream = await listener.connect()
+        async with trio_ws.connect("wss://localhost/tls", stream=stream, ssl=client_context) as ws:
+            await assert_echoes(ws)
+    assert names == ["localhost"]
+    assert site.connection.request.path == "/tls"
 
 
 async def test_stream_of_our_own_cannot_follow_a_redirect() -> None:
