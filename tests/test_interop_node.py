@@ -124,7 +124,8 @@ async def test_trio_ws_client_exchanges_every_kind_of_message_with_a_ws_server(n
         trio_ws.connect(f"ws://127.0.0.1:{port}/", max_size=MAX_SIZE) as ws,
     ):
         offered = await peer.event_named("connection")
-        for message in ["hello, ws", "é☃𝄞" * 1000, bytes(range(256)), b"", "", big]:
+        messages: list[str | bytes] = ["hello, ws", "é☃𝄞" * 1000, bytes(range(256)), b"", "", big]
+        for message in messages:
             await ws.send(message)
             assert await ws.recv() == message
 
