@@ -624,14 +624,7 @@ async def test_a_scheme_relative_or_absolute_location_keeps_ws(location: str) ->
         "http://127.0.0.1/x",
         "ws://127.0.0.1:99999/",
         "ws://127.0.0.1/#fragment",
-        pytest.param(
-            "ws://[::1/",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="client.py _Opener._redirected: urllib.parse.urljoin() raises a bare "
-                "ValueError ('Invalid IPv6 URL') before the try that maps InvalidURI",
-            ),
-        ),
+        "ws://[::1/",
     ],
 )
 async def test_a_redirect_to_what_is_not_a_websocket_uri_raises_invalid_handshake(

@@ -254,9 +254,13 @@ def test_opened_connection_keeps_both_heads_as_sent_on_the_wire() -> None:
     sent, opened = handshake.accept(
         subprotocols=(), compression=None, max_size=None, headers=Headers([("X-Extra", "1")])
     )
-    assert opened.request.headers.items() == [*VALID_HEADERS, ("x-Custom", "a"), ("X-CUSTOM", "b")]
+    assert list(opened.request.headers.raw_items()) == [
+        *VALID_HEADERS,
+        ("x-Custom", "a"),
+        ("X-CUSTOM", "b"),
+    ]
     assert opened.request.headers.get_all("x-custom") == ["a", "b"]
-    assert opened.response.headers.items() == [
+    assert list(opened.response.headers.raw_items()) == [
         tuple(line.split(": ", 1)) for line in sent.decode().split("\r\n")[1:-2]
     ]
     assert opened.response.headers["X-Extra"] == "1"
@@ -269,7 +273,7 @@ def test_opened_request_headers_parse_from_a_head_with_bare_newlines() -> None:
     _, opened = handshake.accept(
         subprotocols=(), compression=None, max_size=None, headers=Headers()
     )
-    assert opened.request.headers.items() == list(VALID_HEADERS)
+    assert list(opened.request.headers.raw_items()) == list(VALID_HEADERS)
 
 
 def test_headers_from_head_behave_like_headers_built_from_their_pairs() -> None:
@@ -280,10 +284,10 @@ def test_headers_from_head_behave_like_headers_built_from_their_pairs() -> None:
     lazy = headers_from_head(head)
     assert type(lazy) is Headers
     assert lazy == Headers(pairs)
-    assert Headers(headers_from_head(head)).items() == pairs
+    assert list(Headers(headers_from_head(head)).raw_items()) == pairs
     assert headers_from_head(head).get_all("X-A") == ["1", "2"]
     lazy.add("X-B", "3")
-    assert lazy.items() == [*pairs, ("X-B", "3")]
+    assert list(lazy.raw_items()) == [*pairs, ("X-B", "3")]
     assert repr(headers_from_head(b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n")) == "Headers([('A', 'b')])"
 
 
@@ -322,7 +326,7 @@ def test_request_breaking_rfc_6455_gets_its_specific_http_error(case: BadRequest
     assert caught.value.status_code == case.status
     response = parse_response(caught.value.response)
     assert response.status_code == case.status
-    assert response.headers["Connection"] == "close"
+    assert "close" in response.headers.get_all("Connection")
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     for name, value in case.headers.items():
         assert response.headers.get_all(name) == [value]

@@ -187,7 +187,11 @@ def test_handshake_options_defaults_and_good_values() -> None:
     )
     assert (opening.open_timeout, opening.ssl, opening.compression) == (math.inf, context, None)
     assert opening.subprotocols == ("chat.v2", "chat.v1")
-    assert opening.headers.items() == [("X-Token", "a b\tc"), ("X-Empty", ""), ("X-Utf8", "é")]
+    assert list(opening.headers.raw_items()) == [
+        ("X-Token", "a b\tc"),
+        ("X-Empty", ""),
+        ("X-Utf8", "é"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -206,7 +210,7 @@ def test_additional_headers_take_every_headers_like_form(make: Callable[[], Any]
     given = make()
     opening = handshake(additional_headers=given)
     assert opening.headers is not given
-    assert opening.headers.items() == [("X-A", "1"), ("x-a", "2")]
+    assert list(opening.headers.raw_items()) == [("X-A", "1"), ("x-a", "2")]
 
 
 BAD_HANDSHAKE_OPTIONS: list[tuple[dict[str, Any], type[Exception], str]] = [

@@ -32,6 +32,7 @@ from .exceptions import SecurityError as SecurityError
 from .exceptions import WebSocketError as WebSocketError
 from .frames import Close as Close
 from .http import Headers as Headers
+from .http import MultipleValuesError as MultipleValuesError
 from .http import Request as Request
 from .http import Response as Response
 from .server import Server as Server
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidStatus",
     "InvalidURI",
     "InvalidUpgrade",
+    "MultipleValuesError",
     "NegotiationError",
     "PayloadTooBig",
     "ProtocolError",

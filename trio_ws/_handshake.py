@@ -111,7 +111,9 @@ class ClientHandshake:
         if offers:
             request_headers.append((b"Sec-WebSocket-Extensions", ", ".join(offers).encode()))
         try:
-            request_headers += [(name.encode(), value.encode()) for name, value in headers]
+            request_headers += [
+                (name.encode(), value.encode()) for name, value in headers.raw_items()
+            ]
             request = h11.Request(
                 method=b"GET", target=uri.resource_name.encode("ascii"), headers=request_headers
             )
@@ -340,7 +342,7 @@ class ServerHandshake:
             if accepted:
                 response.headers.add("Sec-WebSocket-Extensions", accepted.decode("ascii"))
                 self._extensions = offered
-        for name, value in [*self._standard_headers(), *headers]:
+        for name, value in [*self._standard_headers(), *headers.raw_items()]:
             response.headers.add(name, value)
         return response
 
@@ -404,7 +406,7 @@ class ServerHandshake:
         if not isinstance(status, int) or not 100 <= status <= 599 or status == 101:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ValueError(f"cannot send HTTP status {status!r} here")
         skip = {"content-length", "connection", "transfer-encoding"}
-        head = [(n, v) for n, v in response.headers if n.lower() not in skip]
+        head = [(n, v) for n, v in response.headers.raw_items() if n.lower() not in skip]
         if self._server_header and "Server" not in response.headers:
             head.insert(0, ("Server", self._server_header))
         head += [("Content-Length", str(len(response.body))), ("Connection", "close")]
@@ -481,7 +483,9 @@ def _reason(status: int) -> str:
 
 
 def _encode_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    return [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.raw_items()
+    ]
 
 
 # What no header value or reason phrase may contain on the wire.

@@ -349,7 +349,7 @@ def _headers(value: object) -> Headers:
     if value is None:
         return Headers()
     if isinstance(value, Headers):
-        pairs: Iterable[object] = value
+        pairs: Iterable[object] = value.raw_items()
     elif isinstance(value, Mapping):
         pairs = cast("Mapping[object, object]", value).items()
     elif isinstance(value, Iterable) and not isinstance(value, str | bytes | bytearray):

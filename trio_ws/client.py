@@ -601,7 +601,8 @@ class _Opener:
                         await trio.aclose_forcefully(stream)
                         if not isinstance(exc, InvalidStatus) or redirects == MAX_REDIRECTS:
                             raise
-                        location = exc.response.headers.get("Location")
+                        locations = exc.response.headers.get_all("Location")
+                        location = locations[0] if len(locations) == 1 else None
                         if exc.response.status_code not in _REDIRECT_STATUSES or not location:
                             raise
                         uri = self._redirected(uri, location, exc)
@@ -619,10 +620,9 @@ class _Opener:
         if self.stream is not None or self.unix_path is not None:
             raise exc  # a given stream or a socket file has no other address to go to
         base = ("wss://" if uri.secure else "ws://") + uri.host_header + uri.resource_name
-        target = urllib.parse.urljoin(base, location)
         try:
-            new = parse_uri(target)
-        except InvalidURI as invalid:
+            new = parse_uri(urllib.parse.urljoin(base, location))
+        except (InvalidURI, ValueError) as invalid:  # urljoin raises ValueError too
             raise InvalidHandshake(f"redirect to an invalid URI {location!r}") from invalid
         if uri.secure and not new.secure:
             raise SecurityError(f"redirect from {uri.host_header} to a ws:// URI refused")
@@ -645,7 +645,9 @@ class _Opener:
             stream = await self._open_network_stream(uri)
         try:
             if uri.secure:
-                hostname = self.server_hostname or uri.host
+                # server_hostname names the URI's host: a redirect elsewhere verifies its own.
+                given = self.server_hostname if uri.host == self.uri.host else None
+                hostname = given or uri.host
                 stream = await _start_tls(stream, hostname, self.opening.ssl)
         except BaseException:
             await trio.aclose_forcefully(stream)
@@ -668,7 +670,7 @@ class _Opener:
                 proxy_server_hostname=self.proxy_server_hostname,
                 local_address=self.local_address,
                 happy_eyeballs_delay=self.happy_eyeballs_delay,
-                user_agent=self.headers.get("User-Agent"),
+                user_agent=next(iter(self.headers.get_all("User-Agent")), None),
             )
         return await trio.open_tcp_stream(
             uri.host,

@@ -3,41 +3,45 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import ClassVar, cast
 
-__all__ = ["Headers", "HeadersLike", "Request", "Response"]
+__all__ = ["Headers", "HeadersLike", "MultipleValuesError", "Request", "Response"]
 
 
-class Headers:
-    """HTTP headers: an ordered list of (name, value) pairs, looked up without regard to case.
+class MultipleValuesError(LookupError):
+    """``headers[name]`` for a name that has several values: use ``get_all(name)``."""
 
-    ``headers["Host"]`` returns the first value of that name and raises :class:`KeyError` when
-    there is none; :meth:`get_all` returns every value. Iterating yields (name, value) pairs in
-    the order they were received or added; ``"host" in headers`` and ``len(headers)`` work too.
+
+class Headers(MutableMapping[str, str]):
+    """HTTP headers: a multi-dict whose names are looked up without regard to case.
+
+    websockets' API: ``headers["Host"]`` returns the value of that name, raising
+    :class:`KeyError` when there is none and :exc:`MultipleValuesError` when there are several;
+    :meth:`get_all` returns every value. Iterating yields each name once, in lower case, as
+    ``keys()`` does; :meth:`raw_items` yields every (name, value) pair as received or added,
+    names as written. ``headers[name] = value`` *adds* a header (earlier ones of that name
+    stay), ``del headers[name]`` removes every header of that name; ``update()`` adds too.
+    ``len(headers)`` counts names, not pairs.
 
     Args:
         items: the initial headers: another :class:`Headers`, a mapping, or (name, value)
             pairs, kept in order; None for none.
+        **more: more headers, as name=value.
     """
 
     __slots__ = ("_head", "_list")
 
-    def __init__(self, items: HeadersLike | None = None) -> None:
+    def __init__(self, items: HeadersLike | None = None, /, **more: str) -> None:
         self._list: list[tuple[str, str]] = []
         self._head: bytes | None = None  # an HTTP head to parse into _list when first read
         if isinstance(items, _Head):
             self._head = items.head
         elif items is not None:
-            if isinstance(items, Headers):
-                pairs: Iterable[tuple[str, str]] = items.items()
-            elif isinstance(items, Mapping):
-                pairs = cast("Mapping[str, str]", items).items()
-            else:
-                pairs = items
-            for name, value in pairs:
-                self.add(name, value)
+            self.update(items)
+        if more:
+            self.update(more)
 
     @property
     def _items(self) -> list[tuple[str, str]]:
@@ -47,45 +51,81 @@ class Headers:
         return self._list
 
     def add(self, name: str, value: str) -> None:
-        """Append a header; earlier headers of the same name stay."""
+        """Append a header; earlier headers of the same name stay (``headers[name] = value``)."""
         self._items.append((name, value))
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """Return the first value of ``name``, or ``default`` when it is absent."""
-        key = name.lower()
-        for item_name, value in self._items:
-            if item_name.lower() == key:
-                return value
-        return default
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order (an empty list when it is absent)."""
         key = name.lower()
         return [value for item_name, value in self._items if item_name.lower() == key]
 
-    def items(self) -> list[tuple[str, str]]:
-        """Return all (name, value) pairs, in order."""
-        return list(self._items)
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
+    def raw_items(self) -> Iterator[tuple[str, str]]:
+        """Every (name, value) pair, in order, names as written."""
         return iter(list(self._items))
 
+    def update(self, *args: HeadersLike, **more: str) -> None:  # type: ignore[override]
+        """Add headers from Headers, mappings, (name, value) pairs or name=value keywords."""
+        for items in (*args, more):
+            if isinstance(items, Headers):
+                pairs: Iterable[tuple[str, str]] = items.raw_items()
+            elif isinstance(items, Mapping):
+                pairs = cast("Mapping[str, str]", items).items()
+            else:
+                pairs = items
+            for name, value in pairs:
+                self.add(name, value)
+
+    def copy(self) -> Headers:
+        """A copy: changing one leaves the other as it was."""
+        return Headers(self)
+
+    def clear(self) -> None:
+        """Remove every header."""
+        self._head = None
+        self._list = []
+
+    def __getitem__(self, name: str) -> str:
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        if len(values) > 1:
+            raise MultipleValuesError(name)
+        return values[0]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.add(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        key = name.lower()
+        kept = [item for item in self._items if item[0].lower() != key]
+        if len(kept) == len(self._items):
+            raise KeyError(name)
+        self._list = kept
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = name.lower()
+        return any(item_name.lower() == key for item_name, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: dict[str, None] = {}
+        for name, _ in self._items:
+            seen.setdefault(name.lower(), None)
+        return iter(seen)
+
     def __len__(self) -> int:
-        return len(self._items)
+        return len({name.lower() for name, _ in self._items})
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and self._items == other._items
+        if isinstance(other, Headers):
+            return self._items == other._items
+        return super().__eq__(other)
 
     __hash__: ClassVar[None] = None  # type: ignore[assignment]  # mutable: unhashable
+
+    def __str__(self) -> str:
+        return "".join(f"{name}: {value}\r\n" for name, value in self._items) + "\r\n"
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"

@@ -178,7 +178,7 @@ class Router:
         if self._server_name is not None:
             return self._server_name
         # serve() refuses a request without Host (400) before its hooks run.
-        host = request.headers.get("Host") or ""
+        host = next(iter(request.headers.get_all("Host")), "")
         return host.removesuffix(_DEFAULT_PORTS[self._url_scheme])
 
 
