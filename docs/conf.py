@@ -125,6 +125,7 @@ _patch_napoleon_attribute_types()
 #: Classes that users get from trio_ws and never create: their constructors' parameters
 #: (a trio stream, private handshake state) are not part of the API, so no signature is shown.
 _NOT_CONSTRUCTED = {
+    "trio_ws.testing.MemoryServer",
     "trio_ws.connection.Connection",
     "trio_ws.client.ClientConnection",
     "trio_ws.server.Server",

@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "trio_ws.router",
     "trio_ws.server",
     "trio_ws.stats",
+    "trio_ws.testing",
 ]
 
 

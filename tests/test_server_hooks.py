@@ -1,7 +1,8 @@
 """The server's production features over real sockets on 127.0.0.1: the hooks that run before
 the upgrade (process_request, process_response, select_subprotocol), origins, the limits
 (max_connections, open_timeout, the request head), Server.stats, logging, and the examples
-that show them (examples/health_check.py, examples/prometheus_metrics.py)."""
+that show them (examples/health_check.py, examples/prometheus_metrics.py). Tests that only need
+a server, not the network, run it in memory with trio_ws.testing.serving."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import trio_ws
 from trio_ws.exceptions import InvalidHandshake, InvalidState, InvalidStatus
 from trio_ws.http import Headers, Request, Response
 from trio_ws.server import DEFAULT_SERVER_HEADER, Server, ServerConnection
+from trio_ws.testing import serving as serving_in_memory
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -403,10 +405,8 @@ async def test_select_subprotocol_chooses_the_clients_second_offer(kind: str) ->
 
     select = sync_or_async(kind, second)
     async with (
-        serving(handler, subprotocols=["chat.v1"], select_subprotocol=select) as server,
-        trio_ws.connect(
-            uri(server), ping_interval=None, subprotocols=["chat.v1", "chat.v2"]
-        ) as ws,
+        serving_in_memory(handler, subprotocols=["chat.v1"], select_subprotocol=select) as memory,
+        memory.connect(subprotocols=["chat.v1", "chat.v2"]) as ws,
     ):
         assert ws.subprotocol == "chat.v2"
         await ws.send("hi")
@@ -602,7 +602,7 @@ async def test_slow_loris_client_is_cut_off_at_exactly_open_timeout(
     response; handshakes_refused["timeout"] counts it and the server keeps serving."""
     request = get("/", "Upgrade: websocket", "Connection: Upgrade")
 
-    async def dribble(stream: trio.SocketStream) -> None:
+    async def dribble(stream: trio.abc.Stream) -> None:
         for byte in request:
             try:
                 await stream.send_all(bytes([byte]))
@@ -610,21 +610,18 @@ async def test_slow_loris_client_is_cut_off_at_exactly_open_timeout(
                 return
             await trio.sleep(1)
 
-    async with serving(open_timeout=4.5) as server:
+    async with serving_in_memory(echo, open_timeout=4.5) as memory:
         assert len(request) > 4.5
-        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-        start = trio.current_time()
+        stream = await memory.listener.connect()
         async with stream, trio.open_nursery() as nursery:
             nursery.start_soon(dribble, stream)
-            try:
-                received = await read_until_eof(stream)
-            except trio.BrokenResourceError:
-                received = b""  # a reset ends it just as well
-            assert received == b""
-            assert trio.current_time() == start + 4.5
+            assert await read_until_eof(stream) == b""
+            assert trio.current_time() == 4.5
             nursery.cancel_scope.cancel()
-        assert server.stats.handshakes_refused == {"timeout": 1}
-        await assert_connects(server)
+        assert memory.server.stats.handshakes_refused == {"timeout": 1}
+        async with memory.connect() as ws:
+            await ws.send("still serving?")
+            assert await ws.recv() == "still serving?"
 
 
 async def test_a_hook_that_never_returns_is_cut_off_by_open_timeout(
@@ -639,15 +636,16 @@ async def test_a_hook_that_never_returns_is_cut_off_by_open_timeout(
             hooked.set()
             await trio.sleep_forever()
 
-    async with serving(process_request=process_request, open_timeout=3) as server:
-        start = trio.current_time()
+    async with serving_in_memory(echo, process_request=process_request, open_timeout=3) as memory:
         with pytest.raises(InvalidHandshake, match="closed the connection"):
-            async with trio_ws.connect(uri(server, "/stuck"), open_timeout=60):
+            async with memory.connect("/stuck", open_timeout=60):
                 pass  # pragma: no cover
         assert hooked.is_set()
-        assert trio.current_time() == start + 3
-        assert server.stats.handshakes_refused == {"timeout": 1}
-        await assert_connects(server)
+        assert trio.current_time() == 3.0
+        assert memory.server.stats.handshakes_refused == {"timeout": 1}
+        async with memory.connect() as ws:
+            await ws.send("still serving?")
+            assert await ws.recv() == "still serving?"
 
 
 @pytest.mark.parametrize(
