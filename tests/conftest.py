@@ -117,6 +117,24 @@ def pair_side(pair: tuple[Connection, Connection], side: str) -> tuple[Connectio
     return (client, server) if side == "client" else (server, client)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """With TRIO_WS_CI=1 (.ci/run), a test skipped for a missing component ("needs ...") fails:
+    CI installs them all and must run every test that uses one (Node's ws, Chromium)."""
+    report: pytest.TestReport = yield
+    if (
+        os.environ.get("TRIO_WS_CI") == "1"
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+        and isinstance(report.longrepr, tuple)
+    ):
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+        if reason.startswith("needs "):
+            report.outcome = "failed"
+            report.longrepr = f"TRIO_WS_CI=1 and a component CI installs is missing: {reason}"
+    return report
+
+
 @pytest.fixture(autouse=True)
 def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """connect() takes its proxy from the environment by default: the tests reach 127.0.0.1
