@@ -372,6 +372,7 @@ async def serving(cwd: Path, *args: str) -> AsyncIterator[tuple[trio.Process, in
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_ws", "serve", *args, "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         cwd=cwd,
         env=child_env(),
         start_new_session=True,
@@ -392,8 +393,19 @@ async def serving(cwd: Path, *args: str) -> AsyncIterator[tuple[trio.Process, in
             process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+
+
+async def stderr_after_exit(process: trio.Process) -> str:
+    """What an exited child wrote on its stderr pipe."""
+    assert process.returncode is not None and process.stderr is not None
+    data = b""
+    with trio.fail_after(WAIT):
+        while chunk := await process.stderr.receive_some(65536):
+            data += chunk
+    return data.decode()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -401,7 +413,7 @@ async def test_serve_closes_clients_with_1001_and_exits_0_on_signal(
     handlers_dir: Path, signum: signal.Signals
 ) -> None:
     """`serve module:handler` serves it on the port it prints; SIGTERM or SIGINT closes every
-    client with 1001 and the process exits 0."""
+    client with 1001, says so on stderr and nothing else, and the process exits 0."""
     async with serving(handlers_dir, "handlers:echo") as (process, port):
         async with trio_ws.connect(f"ws://127.0.0.1:{port}/") as ws:
             await ws.send("ping")
@@ -411,6 +423,10 @@ async def test_serve_closes_clients_with_1001_and_exits_0_on_signal(
                 await ws.recv()
             assert closed.value.code == 1001
         assert await exit_status(process) == 0
+        # Nothing else is logged: no handler error, no internal error.
+        assert await stderr_after_exit(process) == (
+            f"{signum.name}: closing every connection with 1001 (handlers get 10 s to return)\n"
+        )
 
 
 async def test_serve_stops_within_close_timeout_when_a_handler_ignores_the_close(

@@ -9,9 +9,9 @@ How this works. The client runs two tasks on one connection: the main task print
 as it arrives until the connection closes; the other reads standard input line by line, sends
 each line as a text message, and closes with 1000 at end of file (Ctrl-D). Standard input is
 read with ``os.read()`` in a worker thread that is abandoned when cancelled, rather than with a
-:class:`trio.lowlevel.FdStream`: that would make fd 0 non-blocking, and on a terminal fds 0, 1
-and 2 usually share one open file, so our own output would become non-blocking too (and stay so
-for the shell if we were killed). On a terminal, a message that arrives while the user types is
+``trio.lowlevel.FdStream``: that would make fd 0 non-blocking, and on a terminal fds 0, 1 and 2
+usually share one open file, so our own output would become non-blocking too (and stay so for
+the shell if we were killed). On a terminal, a message that arrives while the user types is
 inserted above the line being typed.
 
 The server listens for SIGINT and SIGTERM from before it binds: the first one closes every
