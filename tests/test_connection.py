@@ -38,7 +38,7 @@ from trio_ws._keepalive import Keepalive
 from trio_ws._protocol import FRAME_SIZE
 from trio_ws._session import session
 from trio_ws.client import ClientConnection
-from trio_ws.connection import Connection, Data, State
+from trio_ws.connection import Connection, Data, State, _RecodedStream
 from trio_ws.exceptions import (
     ConcurrencyError,
     ConnectionClosed,
@@ -1888,3 +1888,72 @@ async def test_async_iterable_raising_connection_closed_still_fails_the_message(
         with pytest.raises(ConnectionClosedError) as info:
             await other.recv()
         assert (info.value.code, info.value.reason) == (1011, "message cut short")
+
+
+# -- text= and decode= (websockets' conversions) -----------------------------------------------
+
+
+async def test_send_text_flag_sends_bytes_as_text_and_str_as_binary(side: str) -> None:
+    """send(bytes, text=True) is a text message, send(str, text=False) a binary one (their
+    UTF-8), whole or in pieces, a character split between pieces included."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await this.send("é€".encode(), text=True)
+        assert await other.recv() == "é€"
+        await this.send("é€", text=False)
+        assert await other.recv() == "é€".encode()
+        euro = "€".encode()
+        await this.send([b"a", euro[:1], euro[1:]], text=True)
+        assert await other.recv() == "a€"
+
+        async def pieces() -> AsyncIterator[str | bytes]:
+            yield "x"
+            yield "é"
+
+        await this.send(pieces(), text=False)
+        assert await other.recv() == "xé".encode()
+        with pytest.raises(UnicodeDecodeError):
+            await this.send(b"\xff", text=True)
+        await this.send("still open")
+        assert await other.recv() == "still open"
+
+
+async def test_recv_decode_flag_converts_what_arrives(side: str) -> None:
+    """recv(decode=True) gives a binary message as str, recv(decode=False) a text message as
+    bytes; recv_streaming(decode=...) converts each piece, characters kept whole."""
+    this, other = this_and_other(side)
+    async with sessions(this, other):
+        await other.send("é".encode())
+        assert await this.recv(decode=True) == "é"
+        await other.send("é")
+        assert await this.recv(decode=False) == "é".encode()
+        await other.send(b"raw")
+        assert await this.recv(decode=None) == b"raw"
+        euro = "€".encode()
+        await other.send([euro[:1], euro[1:] + b"!"])
+        decoded = [piece async for piece in this.recv_streaming(decode=True)]
+        assert "".join(decoded) == "€!"
+        assert all(isinstance(piece, str) for piece in decoded)
+        await other.send(["ab", "c"])
+        encoded = [piece async for piece in this.recv_streaming(decode=False)]
+        assert b"".join(encoded) == b"abc"
+        assert all(isinstance(piece, bytes) for piece in encoded)
+        await other.send(b"\xff")
+        with pytest.raises(UnicodeDecodeError):
+            await this.recv(decode=True)
+
+
+async def test_streamed_pieces_decode_a_character_split_between_frames() -> None:
+    """recv_streaming(decode=True) keeps characters whole across pieces, and a message whose
+    last character is cut short raises UnicodeDecodeError at its end."""
+    euro = "€".encode()
+
+    async def pieces(*items: bytes) -> AsyncIterator[str | bytes]:
+        for item in items:
+            yield item
+
+    whole = _RecodedStream(pieces(b"a", euro[:2], euro[2:]), True)
+    assert [piece async for piece in whole] == ["a", "", "€"]
+    cut = _RecodedStream(pieces(euro[:2]), True)
+    with pytest.raises(UnicodeDecodeError):
+        [piece async for piece in cut]

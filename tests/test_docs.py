@@ -20,6 +20,7 @@ DOCS = ROOT / "docs"
 PUBLIC_MODULES = [
     "trio_ws.auth",
     "trio_ws.broadcasting",
+    "trio_ws.cli",
     "trio_ws.client",
     "trio_ws.connection",
     "trio_ws.exceptions",

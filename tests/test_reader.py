@@ -105,3 +105,24 @@ async def test_a_receiver_with_nothing_to_read_waits_in_the_readers_stead() -> N
         harness.peer.sendall(b"for the reader")
         await wait_all_tasks_blocked()
         assert harness.read == [b"for the receiver", b"for the reader"]
+
+
+async def test_a_wait_begun_after_the_socket_closed_ends_reading_not_a_bug() -> None:
+    """A wait for the socket that begins once it is closed (the connection closing under a
+    reader that re-registers) ends reading as a closed stream would, never as a bug: trio
+    cannot say the socket closed, and epoll would reject its fd of -1."""
+    ended: list[BaseException | None] = []
+    ours, peer = socket.socketpair()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+    inbox = Inbox(16, 4, lambda: ConnectionClosedOK(None, None), lambda: reader.pull())
+
+    async def finish() -> None:
+        pass
+
+    reader = Reader(
+        stream, inbox, take_in=lambda data: True, on_end=ended.append, on_bug=on_bug, finish=finish
+    )
+    await stream.aclose()
+    assert await reader._wait_readable() is False
+    assert [type(error) for error in ended] == [trio.ClosedResourceError]
+    peer.close()

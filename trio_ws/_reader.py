@@ -143,6 +143,8 @@ class Reader:
         """Wait until the socket is readable: None then, False if it was closed meanwhile."""
         assert self._socket is not None
         try:
+            if self._socket.fileno() < 0:  # closed before this wait began: trio cannot say so
+                raise trio.ClosedResourceError("the socket was closed")
             await trio.lowlevel.wait_readable(self._socket)
         except trio.ClosedResourceError as exc:
             self._on_end(exc)

@@ -11,10 +11,11 @@ message is queued whole in the write buffer or not at all, and the connection st
 
 from __future__ import annotations
 
+import codecs
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple, NoReturn, Self, cast
+from typing import TYPE_CHECKING, Literal, NamedTuple, NoReturn, Self, cast, overload
 
 import trio
 
@@ -74,6 +75,89 @@ def _address(sock: trio.socket.SocketType | None, peer: bool) -> Address | None:
     except OSError:
         return None
     return cast("Address", address) if isinstance(address, tuple) else None
+
+
+def _recoded(data: Data, text: bool) -> Data:
+    """``data`` as str (``text``) or as bytes: UTF-8 either way."""
+    if text:
+        return data if isinstance(data, str) else data.decode()
+    return data.encode() if isinstance(data, str) else data
+
+
+def _recoded_message(
+    message: BytesLike | str | Iterable[BytesLike | str] | AsyncIterable[BytesLike | str],
+    text: bool,
+) -> BytesLike | str | Iterable[BytesLike | str] | AsyncIterable[BytesLike | str]:
+    """What ``send(message, text=...)`` sends: each piece as str or bytes, the decoding of
+    bytes incremental across pieces (a character may be split between them)."""
+    given = cast("object", message)
+    if isinstance(given, str | bytes | bytearray | memoryview):
+        return _recoded(given if isinstance(given, str) else bytes(cast("bytes", given)), text)
+    if isinstance(given, Mapping):
+        return message  # send() says what is wrong with it
+    recoder = _Recoder(text)
+    if isinstance(given, AsyncIterable):
+        return recoder.async_pieces(cast("AsyncIterable[BytesLike | str]", given))
+    if isinstance(given, Iterable):
+        return recoder.pieces(cast("Iterable[BytesLike | str]", given))
+    return message  # send() says what is wrong with it
+
+
+class _Recoder:
+    """Converts the pieces of one fragmented message to str or bytes."""
+
+    def __init__(self, text: bool) -> None:
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")() if text else None
+
+    def piece(self, piece: BytesLike | str) -> BytesLike | str:
+        given = cast("object", piece)
+        if isinstance(given, str):
+            return given if self._text else given.encode()
+        if self._decoder is None or not isinstance(given, bytes | bytearray | memoryview):
+            return piece  # bytes staying bytes; anything else: send() says what is wrong
+        return self._decoder.decode(cast("bytes", given))
+
+    def end(self) -> None:
+        if self._decoder is not None:
+            self._decoder.decode(b"", final=True)  # raises for a character cut short
+
+    def pieces(self, message: Iterable[BytesLike | str]) -> list[BytesLike | str]:
+        converted = [self.piece(piece) for piece in message]
+        self.end()
+        return converted
+
+    async def async_pieces(
+        self, message: AsyncIterable[BytesLike | str]
+    ) -> AsyncIterator[BytesLike | str]:
+        async for piece in message:
+            yield self.piece(piece)
+        self.end()
+
+
+class _RecodedStream:
+    """``recv_streaming(decode=...)``: the pieces of a message as str or bytes."""
+
+    __slots__ = ("_decoder", "_stream", "_text")
+
+    def __init__(self, stream: AsyncIterator[Data], text: bool) -> None:
+        self._stream = stream
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")() if text else None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Data:
+        try:
+            piece = await self._stream.__anext__()
+        except StopAsyncIteration:
+            if self._decoder is not None:
+                self._decoder.decode(b"", final=True)  # raises for a character cut short
+            raise
+        if isinstance(piece, str):
+            return piece if self._text else piece.encode()
+        return piece if self._decoder is None else self._decoder.decode(piece)
 
 
 def _check_piece(piece: object, first: object) -> None:
@@ -227,9 +311,14 @@ class Connection:
     # -- messages --------------------------------------------------------------------------
 
     async def send(
-        self, message: BytesLike | str | Iterable[BytesLike | str] | AsyncIterable[BytesLike | str]
+        self,
+        message: BytesLike | str | Iterable[BytesLike | str] | AsyncIterable[BytesLike | str],
+        text: bool | None = None,
     ) -> None:
         """Send one message: a text frame for str, a binary frame for bytes-like data.
+
+        ``text=True`` sends bytes-like data (UTF-8) as text, ``text=False`` sends a str as
+        binary (its UTF-8), as websockets does; None follows the type.
 
         A message over 64 KiB (bytes, or characters of text) goes out as a fragmented message
         in frames of 64 KiB, which wsproto frames far faster than one large frame; the peer
@@ -247,6 +336,8 @@ class Connection:
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
+            UnicodeDecodeError: ``text=True`` with bytes that are not UTF-8 (nothing is sent;
+                for an async iterable, the message is cut short as below).
             TypeError: ``message`` is not str, bytes-like or an iterable of them (a dict or
                 other mapping: encode it first, e.g. with ``json.dumps()``), or it mixes str
                 and bytes-like pieces. An iterable is checked before anything is sent; an async
@@ -258,6 +349,8 @@ class Connection:
         message is queued and goes out whole. A message from an async iterable cut short
         between frames (cancelled, or the iterable raised) fails the connection with 1011.
         """
+        if text is not None:
+            message = _recoded_message(message, text)
         if isinstance(message, str | bytes | bytearray | memoryview):
             message = cast("_Piece", message)  # not a memoryview of pieces, as pyright fears
             await self._core.start_sending()
@@ -322,22 +415,46 @@ class Connection:
                         await self._core.fail(1011, "message cut short", cause)
                 raise
 
-    async def recv(self) -> Data:
+    @overload
+    async def recv(self, decode: None = None) -> Data: ...
+    @overload
+    async def recv(self, decode: Literal[True]) -> str: ...
+    @overload
+    async def recv(self, decode: Literal[False]) -> bytes: ...
+
+    async def recv(self, decode: bool | None = None) -> Data:
         """Wait for the next message: str for text frames, bytes for binary.
 
+        ``decode=True`` returns a binary message as str (its UTF-8 decoded), ``decode=False``
+        a text message as bytes (its UTF-8), as websockets does; None follows the frames.
         Messages that arrived before the connection closed are still returned, in order.
 
         Raises:
             ConnectionClosedOK: the connection closed with 1000, 1001 or no code.
             ConnectionClosedError: the connection failed or closed with another code.
             ConcurrencyError: another task is already waiting in recv() or recv_streaming().
+            UnicodeDecodeError: ``decode=True`` and the binary message is not UTF-8 (the
+                message is consumed).
 
         Cancelling is safe: nothing is consumed, the next call gets the message.
         """
-        return await self._core.inbox.get()
+        message = await self._core.inbox.get()
+        if decode is None:
+            return message
+        return _recoded(message, decode)
 
-    def recv_streaming(self) -> AsyncIterator[Data]:
+    @overload
+    def recv_streaming(self, decode: None = None) -> AsyncIterator[Data]: ...
+    @overload
+    def recv_streaming(self, decode: Literal[True]) -> AsyncIterator[str]: ...
+    @overload
+    def recv_streaming(self, decode: Literal[False]) -> AsyncIterator[bytes]: ...
+
+    def recv_streaming(self, decode: bool | None = None) -> AsyncIterator[Data]:
         """Iterate over the next message piece by piece, as its frames arrive.
+
+        ``decode`` converts the pieces as for :meth:`recv`; decoded pieces are whole
+        characters, a character split between frames coming with the piece that ends it.
 
         ``async for piece in ws.recv_streaming():`` yields str pieces for a text message,
         bytes for a binary one, and ends with the message; a message that arrived whole comes
@@ -354,7 +471,8 @@ class Connection:
 
         Cancelling a step is safe: the piece it waited for is not lost.
         """
-        return self._core.inbox.stream()
+        stream = self._core.inbox.stream()
+        return stream if decode is None else _RecodedStream(stream, decode)
 
     def __aiter__(self) -> Self:
         return self
