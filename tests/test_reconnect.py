@@ -1,0 +1,601 @@
+"""The client's lifetimes over real sockets on 127.0.0.1: ``async for ws in connect(...)``
+(reconnecting with backoff), ``nursery.start(connect_in, ...)`` and re-entered ``async with``.
+
+The servers are trio_ws.serve (its hooks refuse or let in on cue), or raw TCP servers that
+misbehave on purpose. Backoff timing runs under the ``autojump_clock`` fixture, so the waits are
+virtual time and checked exactly; refused attempts take no virtual time (a refused TCP connect
+to 127.0.0.1 fails at once).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+import trio_ws
+from tests.conftest import open_fds
+from tests.raw_peer import Seen, run_server
+from tests.test_client import live_tasks, read_request
+from trio_ws.client import ClientConnection
+from trio_ws.exceptions import (
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidStatus,
+    SecurityError,
+)
+from trio_ws.http import Request, Response
+from trio_ws.server import ServerConnection
+
+LIMIT = 2_000  # no sweep needs this many points; one that does is stuck
+#: No wait between attempts: for tests whose subject is not the timing.
+NO_WAIT = trio_ws.Backoff(initial_delay=0, min_delay=0, max_delay=0, jitter=0)
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def uri(port: int, scheme: str = "ws") -> str:
+    return f"{scheme}://127.0.0.1:{port}/"
+
+
+class Counting:
+    """A trio_ws.serve handler that echoes, and records what the server side saw: each
+    connection, the most open at once, each one's close code, in the order they closed."""
+
+    def __init__(self) -> None:
+        self.connections: list[ServerConnection] = []
+        self.open = 0
+        self.most_open = 0
+        self.codes: list[int | None] = []
+        self.arrived = trio.Event()  # set by each connection; replace to wait for the next
+
+    async def __call__(self, ws: ServerConnection) -> None:
+        self.connections.append(ws)
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        self.arrived.set()
+        try:
+            async for message in ws:
+                await ws.send(message)
+        finally:
+            self.open -= 1
+            await ws.wait_closed()
+            self.codes.append(ws.close_code)
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    handler: Callable[[ServerConnection], Awaitable[None]],
+    port: int = 0,
+    **options: Any,
+) -> trio_ws.Server:
+    """trio_ws.serve on 127.0.0.1 in ``nursery`` (keepalive off); ``port`` 0 picks one."""
+    options.setdefault("ping_interval", None)
+    server: trio_ws.Server = await nursery.start(
+        partial(trio_ws.serve, handler, "127.0.0.1", port, **options)
+    )
+    return server
+
+
+@contextmanager
+def refusing_port() -> Iterator[socket.socket]:
+    """A port nothing listens on, kept reserved: a socket bound to it, not listening. Close
+    the socket to let a server bind the port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+Behaviour = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+@asynccontextmanager
+async def scripted_tcp_server(*script: Behaviour) -> AsyncIterator[tuple[int, list[Seen]]]:
+    """A raw TCP server whose n-th connection gets ``script[n]``; connections past the script
+    get a WebSocket echo server (raw_peer, wsproto). Yields the port and what each of those
+    WebSocket connections saw."""
+    count = 0
+    seen: list[Seen] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal count
+        count += 1
+        if count <= len(script):
+            async with stream:
+                await script[count - 1](stream)
+            return
+        peer = Seen()
+        seen.append(peer)
+        await run_server(stream, peer)
+
+    async with trio.open_nursery() as nursery:
+        listeners: list[trio.SocketListener] = await nursery.start(
+            partial(trio.serve_tcp, handler, 0, host="127.0.0.1")
+        )
+        yield listeners[0].socket.getsockname()[1], seen
+        nursery.cancel_scope.cancel()
+
+
+async def never_answer(stream: trio.SocketStream) -> None:
+    """Accept TCP, read whatever comes, never say a word."""
+    while await stream.receive_some(65536):
+        pass
+
+
+async def hang_up_mid_handshake(stream: trio.SocketStream) -> None:
+    """Read the upgrade request, then close without answering."""
+    await read_request(stream)
+
+
+class Refusals:
+    """A process_request hook that answers the n-th request with ``statuses[n]`` (None: let
+    it in), and lets in every request past the list."""
+
+    def __init__(self, *statuses: int | None, location: str | None = None) -> None:
+        self.statuses = list(statuses)
+        self.location = location
+
+    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not self.statuses:
+            return None
+        status = self.statuses.pop(0)
+        if status is None:
+            return None
+        response = connection.respond(status, "not now\n")
+        if self.location is not None:
+            response.headers["Location"] = self.location
+        return response
+
+
+class Attempts:
+    """A process_exception that records each failure (its type, and its HTTP status for an
+    InvalidStatus) and its time, then asks ``decide`` (by default the default,
+    trio_ws.client.process_exception).
+
+    It keeps no exception: one would keep its traceback's frames, the loop's among them (see
+    test_leaving_the_loop_closes_even_if_process_exception_kept_the_failures)."""
+
+    def __init__(
+        self, decide: Callable[[Exception], Exception | None] = trio_ws.client.process_exception
+    ) -> None:
+        self.decide = decide
+        self.failures: list[tuple[type[Exception], int | None]] = []
+        self.times: list[float] = []
+
+    def __call__(self, exc: Exception) -> Exception | None:
+        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+        self.failures.append((type(exc), status))
+        self.times.append(trio.current_time())
+        return self.decide(exc)
+
+
+async def first(connector: trio_ws.connect) -> ClientConnection:
+    """The loop's first connection; returning leaves the loop, which closes it (1000)."""
+    async for ws in connector:
+        return ws
+    raise AssertionError("the loop ended")  # pragma: no cover
+
+
+@contextmanager
+def no_leaks() -> Iterator[None]:
+    """Assert that the block leaves as many open fds and live tasks (system tasks included)
+    as it found; the block waits for whatever it closed."""
+    fds, tasks = open_fds(), live_tasks()
+    yield
+    assert (open_fds(), live_tasks()) == (fds, tasks)
+
+
+# -- 1. a server restarted under the loop -----------------------------------------------------
+
+
+async def test_loop_reconnects_to_a_restarted_server_on_the_same_port() -> None:
+    """server.aclose(), then a new server on the same port: the loop yields a new connection
+    each time; each previous one saw the server's 1001, the last one the loop's 1000; each
+    server counted exactly one connection, and never two were open at once."""
+    handler = Counting()
+    connections: list[ClientConnection] = []
+    received: list[str | bytes] = []
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler)
+        port = server.port
+        servers = [server]
+        async for ws in trio_ws.connect(uri(port), backoff=NO_WAIT, ping_interval=None):
+            connections.append(ws)
+            await ws.send(f"hello {len(connections)}")
+            received.append(await ws.recv())
+            if len(connections) == 3:
+                break
+            await server.aclose()  # 1001 to the open connection
+            with pytest.raises(ConnectionClosedOK):
+                await ws.recv()
+            server = await start_server(nursery, handler, port)
+            servers.append(server)
+        await connections[-1].wait_closed()
+        await server.aclose()
+    assert received == ["hello 1", "hello 2", "hello 3"]
+    assert len(set(connections)) == 3
+    assert [ws.close_code for ws in connections] == [1001, 1001, 1000]
+    assert handler.codes == [1001, 1001, 1000]  # the peer echoes the server's 1001
+    assert [s.stats.connections_total for s in servers] == [1, 1, 1]
+    assert [s.stats.connections_open for s in servers] == [0, 0, 0]
+    assert handler.most_open == 1
+
+
+async def test_each_connection_is_closed_before_the_next_attempt() -> None:
+    """A body that just goes on to the next iteration: the loop closes the current connection
+    (1000, its closing handshake complete) before opening the next; the server never has two
+    at once."""
+    handler = Counting()
+    connections: list[ClientConnection] = []
+    states_at_next: list[tuple[trio_ws.State, int | None]] = []
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler)
+        async for ws in trio_ws.connect(uri(server.port), backoff=NO_WAIT, ping_interval=None):
+            if connections:
+                previous = connections[-1]
+                states_at_next.append((previous.state, previous.close_code))
+            connections.append(ws)
+            if len(connections) == 4:
+                break
+        await connections[-1].wait_closed()
+        await server.aclose()
+    closed = (trio_ws.State.CLOSED, 1000)
+    assert states_at_next == [closed, closed, closed]
+    assert handler.most_open == 1
+    assert handler.codes == [1000] * 4
+    assert server.stats.connections_total == 4
+    assert server.stats.close_codes == {1000: 4}
+
+
+# -- 2. backoff ------------------------------------------------------------------------------
+
+
+async def test_refused_attempts_are_retried_at_exactly_the_backoffs_delays(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Nothing listens: attempts come 0, 1, 2, 4, 5 s apart (initial_delay 0 makes the first
+    wait 0; then min_delay 1 growing by 2, capped at 5); a server started during the next
+    wait gets the attempt after it, 5 s later. Once connected, the waits start over: the server
+    stopped, the next attempts come 0, 1, 2, 4 s apart, not 5."""
+    backoff = trio_ws.Backoff(initial_delay=0, min_delay=1, factor=2, max_delay=5, jitter=0)
+    handler = Counting()
+    servers: list[trio_ws.Server] = []
+    wanted_send, wanted_receive = trio.open_memory_channel[None](10)
+    connected_at: list[float] = []
+    with refusing_port() as placeholder:
+        port = placeholder.getsockname()[1]
+
+        def decide(exc: Exception) -> Exception | None:
+            assert isinstance(exc, OSError), exc
+            if len(attempts.failures) in (6, 9):  # start a server during the coming wait
+                placeholder.close()
+                wanted_send.send_nowait(None)
+            return None
+
+        attempts = Attempts(decide)
+        async with trio.open_nursery() as nursery:
+
+            async def serve_when_wanted() -> None:
+                async for _ in wanted_receive:
+                    servers.append(await start_server(nursery, handler, port))
+
+            nursery.start_soon(serve_when_wanted)
+            start = trio.current_time()
+            connections: list[ClientConnection] = []
+            async for ws in trio_ws.connect(
+                uri(port), backoff=backoff, process_exception=attempts, ping_interval=None
+            ):
+                connected_at.append(trio.current_time())
+                connections.append(ws)
+                if len(connected_at) == 2:
+                    break
+                await servers[-1].aclose()  # 1001; nothing listens on the port again
+            await connections[-1].wait_closed()
+            await servers[-1].aclose()
+            wanted_send.close()
+
+    expected = [start]
+    for delay in (0, 1, 2, 4, 5):
+        expected.append(expected[-1] + delay)
+    expected_connected = [t := expected[-1] + 5]
+    for delay in (0, 1, 2):  # started over: initial_delay's 0, then min_delay 1, then 2
+        expected.append(t := t + delay)
+    expected_connected.append(t + 4)
+    assert attempts.times == expected
+    assert connected_at == expected_connected
+    assert [s.stats.connections_total for s in servers] == [1, 1]
+
+
+async def test_first_wait_is_random_up_to_initial_delay_then_min_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With jitter=0 the first wait is still random, within [0, initial_delay]; the next ones
+    are min_delay, then min_delay * factor, exactly (up to float rounding of the clock)."""
+    backoff = trio_ws.Backoff(initial_delay=2, min_delay=30, factor=1.5, max_delay=90, jitter=0)
+
+    def give_up_after_four(exc: Exception) -> Exception | None:
+        return exc if len(attempts.failures) == 4 else None
+
+    attempts = Attempts(give_up_after_four)
+    with refusing_port() as placeholder, pytest.raises(OSError):
+        async for _ in trio_ws.connect(
+            uri(placeholder.getsockname()[1]), backoff=backoff, process_exception=attempts
+        ):
+            pytest.fail("nothing listens")  # pragma: no cover
+    first, *rest = (b - a for a, b in zip(attempts.times, attempts.times[1:], strict=False))
+    assert 0 <= first <= 2
+    assert rest == [pytest.approx(30, abs=1e-9), pytest.approx(45, abs=1e-9)]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"initial_delay": -1}, "initial_delay"),
+        ({"min_delay": float("nan")}, "min_delay"),
+        ({"max_delay": -0.5}, "max_delay"),
+        ({"initial_delay": True}, "initial_delay"),
+        ({"factor": 0.5}, "factor"),
+        ({"jitter": 1.5}, "jitter"),
+        ({"jitter": -0.1}, "jitter"),
+        ({"min_delay": 10, "max_delay": 5}, "min_delay"),
+    ],
+)
+def test_backoff_rejects_impossible_values(options: dict[str, Any], match: str) -> None:
+    """Each impossible Backoff is a ValueError naming the field, when it is built."""
+    with pytest.raises(ValueError, match=match):
+        trio_ws.Backoff(**options)
+
+
+def test_connect_rejects_a_backoff_of_the_wrong_type() -> None:
+    """backoff= takes a Backoff: anything else is a TypeError when connect() is called."""
+    with pytest.raises(TypeError, match="backoff"):
+        trio_ws.connect("ws://127.0.0.1:9/", backoff=5)  # type: ignore[arg-type]
+
+
+# -- 3. what is retried ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_default_retries_a_refused_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """OSError (connection refused) is retried by default, until a server comes."""
+    handler = Counting()
+    ready = trio.Event()
+    servers: list[trio_ws.Server] = []
+    backoff = trio_ws.Backoff(initial_delay=0, min_delay=1, jitter=0)
+
+    def default_then_serve(exc: Exception) -> Exception | None:
+        if len(attempts.failures) == 2:  # a server comes during the wait that follows
+            placeholder.close()
+            ready.set()
+        return trio_ws.client.process_exception(exc)
+
+    attempts = Attempts(default_then_serve)
+    with refusing_port() as placeholder:
+        port = placeholder.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+
+            async def serve_when_ready() -> None:
+                await ready.wait()
+                servers.append(await start_server(nursery, handler, port))
+
+            nursery.start_soon(serve_when_ready)
+            ws = await first(
+                trio_ws.connect(uri(port), backoff=backoff, process_exception=attempts)
+            )
+            await ws.wait_closed()
+            await servers[0].aclose()
+    assert attempts.failures == [(OSError, None)] * 2
+    assert handler.codes == [1000]
+
+
+async def test_default_retries_an_open_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    """TimeoutError (a server that never answers the handshake) is retried by default: the
+    next attempt, to a server that does answer, comes after the first wait."""
+    attempts = Attempts()
+    backoff = trio_ws.Backoff(initial_delay=3, min_delay=30, jitter=0)
+    async with scripted_tcp_server(never_answer) as (port, seen):
+        start = trio.current_time()
+        ws = await first(
+            trio_ws.connect(uri(port), open_timeout=2, backoff=backoff, process_exception=attempts)
+        )
+        connected = trio.current_time()
+        await ws.wait_closed()
+        await seen[0].ended.wait()
+    assert attempts.failures == [(TimeoutError, None)]
+    assert attempts.times == [start + 2]
+    assert 0 <= connected - (start + 2) <= 3
+    assert [peer.outcome for peer in seen] == [1000]
+
+
+async def test_default_retries_a_connection_lost_mid_handshake(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """InvalidHandshake (the server reads the request, then closes) is retried by default."""
+    attempts = Attempts()
+    async with scripted_tcp_server(hang_up_mid_handshake, hang_up_mid_handshake) as (port, seen):
+        ws = await first(trio_ws.connect(uri(port), backoff=NO_WAIT, process_exception=attempts))
+        await ws.wait_closed()
+        await seen[0].ended.wait()
+    assert len(attempts.failures) == 2
+    assert all(issubclass(kind, InvalidHandshake) for kind, _ in attempts.failures)
+    assert [peer.outcome for peer in seen] == [1000]
+
+
+async def test_default_retries_503_and_429_then_gets_in(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that answers 503, then 429, then upgrades: the loop gets in on the third
+    attempt, with the default process_exception (none given)."""
+    handler = Counting()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler, process_request=Refusals(503, 429, 500))
+        ws = await first(trio_ws.connect(uri(server.port), backoff=NO_WAIT))
+        await ws.wait_closed()
+        await server.aclose()
+    assert server.stats.handshakes_refused == {"503": 1, "429": 1, "500": 1}
+    assert server.stats.connections_total == 1
+    assert handler.codes == [1000]
+
+
+@pytest.mark.parametrize("status", [403, 404, 401])
+async def test_default_raises_other_statuses_at_once(
+    autojump_clock: trio.testing.MockClock, status: int
+) -> None:
+    """403, 404, 401: InvalidStatus out of the loop after one attempt, without waiting."""
+    attempts = Attempts()
+    backoff = trio_ws.Backoff(initial_delay=3, min_delay=30, jitter=0)
+    with no_leaks():
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, Counting(), process_request=Refusals(status))
+            start = trio.current_time()
+            with pytest.raises(InvalidStatus) as info:
+                async for _ in trio_ws.connect(
+                    uri(server.port), backoff=backoff, process_exception=attempts
+                ):
+                    pytest.fail("the server refused")  # pragma: no cover
+            raised_at = trio.current_time()
+            await server.aclose()
+    assert info.value.response.status_code == status
+    assert attempts.failures == [(InvalidStatus, status)]
+    assert raised_at == start
+    assert server.stats.handshakes_refused == {str(status): 1}
+
+
+async def test_default_raises_a_certificate_that_fails_verification_at_once(
+    autojump_clock: trio.testing.MockClock, server_context: ssl.SSLContext
+) -> None:
+    """wss:// to a server whose CA the client does not trust: SSLCertVerificationError out of
+    the loop after one attempt (an OSError that is not retried)."""
+    untrusting = ssl.create_default_context()
+    trustme.CA().configure_trust(untrusting)
+    attempts = Attempts()
+    with no_leaks():
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, Counting(), ssl=server_context)
+            start = trio.current_time()
+            with pytest.raises(ssl.SSLCertVerificationError):
+                async for _ in trio_ws.connect(
+                    uri(server.port, "wss"), ssl=untrusting, process_exception=attempts
+                ):
+                    pytest.fail("the certificate is not trusted")  # pragma: no cover
+            raised_at = trio.current_time()
+            await server.aclose()
+    assert attempts.failures == [(ssl.SSLCertVerificationError, None)]
+    assert raised_at == start
+
+
+async def test_default_raises_a_redirect_to_ws_at_once(
+    autojump_clock: trio.testing.MockClock,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> None:
+    """A wss:// server that redirects to ws://: SecurityError after one attempt."""
+    attempts = Attempts()
+    async with trio.open_nursery() as nursery:
+        refusals = Refusals(302, location="ws://127.0.0.1:9/")
+        server = await start_server(
+            nursery, Counting(), ssl=server_context, process_request=refusals
+        )
+        start = trio.current_time()
+        with pytest.raises(SecurityError):
+            async for _ in trio_ws.connect(
+                uri(server.port, "wss"), ssl=client_context, process_exception=attempts
+            ):
+                pytest.fail("the redirect is refused")  # pragma: no cover
+        raised_at = trio.current_time()
+        await server.aclose()
+    assert attempts.failures == [(SecurityError, None)]
+    assert raised_at == start
+
+
+async def test_custom_process_exception_returning_none_retries_a_404(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A process_exception that returns None retries even what the default raises."""
+    handler = Counting()
+    attempts = Attempts(lambda exc: None)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler, process_request=Refusals(404, 404))
+        ws = await first(
+            trio_ws.connect(uri(server.port), backoff=NO_WAIT, process_exception=attempts)
+        )
+        await ws.wait_closed()
+        await server.aclose()
+    assert attempts.failures == [(InvalidStatus, 404)] * 2
+    assert server.stats.connections_total == 1
+
+
+async def test_custom_process_exception_returning_another_exception_raises_it_chained(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An exception returned by process_exception is raised, chained from the failure."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, Counting(), process_request=Refusals(503))
+        with pytest.raises(LookupError, match="gone") as info:
+            async for _ in trio_ws.connect(
+                uri(server.port), process_exception=lambda exc: LookupError("gone")
+            ):
+                pytest.fail("refused")  # pragma: no cover
+        await server.aclose()
+    cause = info.value.__cause__
+    assert isinstance(cause, InvalidStatus)
+    assert cause.response.status_code == 503
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="client.py _Reconnecting.__anext__ catches each failed attempt in a frame that "
+    "holds the iterator: a kept exception's traceback keeps the iterator, so __del__ never "
+    "runs and the connection stays open until trio.run ends",
+)
+async def test_leaving_the_loop_closes_even_if_process_exception_kept_the_failures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A process_exception that keeps the exceptions (a list for metrics, a 'last error'
+    attribute): breaking out of the loop still closes the connection."""
+    kept: list[Exception] = []
+
+    def keep(exc: Exception) -> None:
+        kept.append(exc)
+
+    handler = Counting()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler, process_request=Refusals(503))
+        ws = await first(
+            trio_ws.connect(uri(server.port), backoff=NO_WAIT, process_exception=keep)
+        )
+        with trio.move_on_after(60):  # virtual time: passes at once if the close never comes
+            await ws.wait_closed()
+        closed = ws.state is trio_ws.State.CLOSED
+        await server.aclose()
+    assert len(kept) == 1
+    assert closed
+    assert handler.codes == [1000]
