@@ -910,3 +910,67 @@ async def test_prometheus_collector_reads_stats_only_when_scraped() -> None:
         # The scrape itself is counted once its response is sent: after it was built.
         assert server.stats.handshakes_refused["response"] == 1
         assert ("trio_ws_handshakes_refused_total", (("reason", "response"),)) not in scraped
+
+
+# -- X-Forwarded-For from trusted proxies -----------------------------------------------------
+
+
+async def forwarded_client(server: Server, *forwarded: str) -> object:
+    """What the handler sees as client_address for a handshake carrying ``forwarded``."""
+    headers = [("X-Forwarded-For", value) for value in forwarded]
+    async with trio_ws.connect(uri(server), ping_interval=None, additional_headers=headers) as ws:
+        answer = await ws.recv()
+    assert isinstance(answer, str)
+    return json.loads(answer)
+
+
+async def say_client(ws: ServerConnection) -> None:
+    await ws.send(json.dumps([ws.client_address, ws.remote_address]))
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded", "client"),
+    [
+        (None, ["203.0.113.7"], None),
+        (["127.0.0.1"], ["203.0.113.7"], ["203.0.113.7", 0]),
+        (["127.0.0.0/8"], ["198.51.100.1, 203.0.113.7"], ["203.0.113.7", 0]),
+        (["127.0.0.1", "203.0.113.0/24"], ["198.51.100.1", "203.0.113.7"], ["198.51.100.1", 0]),
+        (["127.0.0.1"], ["2001:db8::1"], ["2001:db8::1", 0]),
+        (["127.0.0.1"], ["198.51.100.1, not-an-ip, 203.0.113.7"], ["203.0.113.7", 0]),
+        (["127.0.0.1"], ["not-an-ip"], None),
+        (["127.0.0.1"], [], None),
+        (["10.0.0.0/8"], ["203.0.113.7"], None),
+    ],
+    ids=[
+        "trusting-no-one",
+        "one-hop",
+        "rightmost-untrusted",
+        "walks-past-trusted-hops",
+        "ipv6",
+        "garbage-before-the-client",
+        "garbage-only",
+        "no-header",
+        "peer-not-trusted",
+    ],
+)
+async def test_client_address_comes_from_x_forwarded_for_of_trusted_proxies_only(
+    trusted: list[str] | None, forwarded: list[str], client: list[object] | None
+) -> None:
+    """client_address is the rightmost address of X-Forwarded-For that is not a trusted proxy,
+    believed only when the connection comes from a trusted proxy; remote_address stays the
+    socket's peer; without trusted_proxies nobody's header counts."""
+    async with serving(say_client, trusted_proxies=trusted) as server:
+        seen_client, seen_peer = await forwarded_client(server, *forwarded)  # type: ignore[misc]
+    assert seen_peer[0] == "127.0.0.1"
+    assert seen_client == (client if client is not None else seen_peer)
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("127.0.0.1", TypeError), ([1], TypeError), (["nowhere"], ValueError)],
+)
+async def test_trusted_proxies_are_checked_before_listening(
+    value: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="trusted_proxies"):
+        await trio_ws.serve(say_client, "127.0.0.1", 0, trusted_proxies=value)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import inspect
+import ipaddress
 import math
 import os
 import re
@@ -88,7 +89,7 @@ class ServerConnection(Connection):
             own may set it too.
     """
 
-    __slots__ = ("_routed", "username")
+    __slots__ = ("_client_address", "_routed", "username")
 
     def __init__(
         self,
@@ -101,6 +102,17 @@ class ServerConnection(Connection):
         super().__init__(stream, is_client=is_client, options=options, stats=stats)
         self.username: str | None = None
         self._routed: object = None  # what trio_ws.route() matched, for its handler
+        self._client_address: Address | None = None  # from X-Forwarded-For, when trusted
+
+    @property
+    def client_address(self) -> Address | None:
+        """The client's address: the one a trusted proxy names in X-Forwarded-For (port 0),
+        else ``remote_address``.
+
+        Only with ``serve(trusted_proxies=...)`` and a connection from one of them.
+        ``remote_address`` stays the socket's peer, the proxy.
+        """
+        return self._client_address if self._client_address is not None else self.remote_address
 
     def respond(self, status: int, text: str) -> Response:
         """Build a plain-text HTTP response for ``process_request`` to return.
@@ -156,6 +168,7 @@ class _Handshaking:
     select_subprotocol: SelectSubprotocol | None
     origins: tuple[Origin, ...] | None
     max_connections: int | None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 
 class Server:
@@ -418,7 +431,7 @@ class Server:
         self._connections[task] = ws
         extra = {"websocket": ws}
         self._logger.debug(
-            "connection %s opened from %s", ws.id, _peer(ws.remote_address), extra=extra
+            "connection %s opened from %s", ws.id, _peer(ws.client_address), extra=extra
         )
         raised: Exception | None = None
         try:
@@ -507,6 +520,10 @@ class Server:
         while request is None:
             request = handshake.receive_data(await stream.receive_some(_RECEIVE_SIZE))
         ws._request = request  # pyright: ignore[reportPrivateUsage]
+        if options.trusted_proxies:
+            ws._client_address = _forwarded_client(  # pyright: ignore[reportPrivateUsage]
+                ws.remote_address, request, options.trusted_proxies
+            )
         if self._closing is not None:
             raise handshake.rejection(503, "the server is shutting down")
         limit = options.max_connections
@@ -666,6 +683,7 @@ async def serve(
     select_subprotocol: SelectSubprotocol | None = None,
     origins: Sequence[Origin] | None = None,
     max_connections: int | None = None,
+    trusted_proxies: Sequence[str] | None = None,
     open_timeout: float | None = 10,
     close_timeout: float | None = 10,
     ping_interval: float | None = 20,
@@ -734,6 +752,11 @@ async def serve(
             Any other request gets 403. None (the default) accepts every request.
         max_connections: the most connections open at once; a handshake beyond it gets 503.
             None for no limit.
+        trusted_proxies: the reverse proxies (IP addresses or networks, such as
+            ``["127.0.0.1", "10.0.0.0/8"]``) whose X-Forwarded-For header is believed: a
+            connection from one of them has the client it names as its ``client_address``
+            (:attr:`~trio_ws.server.ServerConnection.client_address`). None (the default)
+            trusts no one, since any client can send the header.
         open_timeout: seconds allowed for TLS and the opening handshake, the hooks included;
             None for no limit.
         close_timeout: seconds allowed for each closing handshake; None for no limit.
@@ -782,6 +805,7 @@ async def serve(
         select_subprotocol=_hook("select_subprotocol", select_subprotocol),
         origins=_origins(origins),
         max_connections=_max_connections(max_connections),
+        trusted_proxies=_trusted_proxies(trusted_proxies),
     )
     if listeners is None:
         bound: list[trio.abc.Listener[trio.abc.Stream]] = list(
@@ -817,6 +841,62 @@ def _origins(value: object) -> tuple[Origin, ...] | None:
             raise TypeError(f"origins must hold str, re.Pattern or None, not {origin!r}")
         origins.append(cast("Origin", origin))
     return tuple(origins)
+
+
+def _trusted_proxies(
+    value: object,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"trusted_proxies must be a list of addresses or None, not {value!r}")
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in cast("Iterable[object]", value):
+        if not isinstance(item, str):
+            raise TypeError(f"trusted_proxies must hold str addresses, not {item!r}")
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {item!r} is no IP address or network") from exc
+    return tuple(networks)
+
+
+def _forwarded_client(
+    peer: Address | None,
+    request: Request,
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> Address | None:
+    """The client a trusted proxy names in X-Forwarded-For, or None to keep the peer.
+
+    The header lists each hop's client, the nearest last: walking it from the right past our
+    trusted proxies, the first address that is not one of them is the client. An entry that is
+    no IP address stops the walk, with the peer kept: nothing beyond it can be believed.
+    """
+
+    def is_trusted(host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in trusted)
+
+    if peer is None or not is_trusted(peer[0]):
+        return None
+    hops = _comma_values(request.headers.get_all("X-Forwarded-For"))
+    client: str | None = None
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        client = hop
+        if not is_trusted(hop):
+            break
+    return None if client is None else (client, 0)
+
+
+def _comma_values(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def _max_connections(value: object) -> int | None:
@@ -858,6 +938,7 @@ class ServeOptions(TypedDict, total=False):
     select_subprotocol: SelectSubprotocol | None
     origins: Sequence[Origin] | None
     max_connections: int | None
+    trusted_proxies: Sequence[str] | None
     open_timeout: float | None
     close_timeout: float | None
     ping_interval: float | None
