@@ -10,8 +10,10 @@ to 127.0.0.1 fails at once).
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
@@ -59,6 +61,7 @@ class Counting:
         self.open = 0
         self.most_open = 0
         self.codes: list[int | None] = []
+        self.closed: list[ServerConnection] = []  # in the order they closed
         self.arrived = trio.Event()  # set by each connection; replace to wait for the next
 
     async def __call__(self, ws: ServerConnection) -> None:
@@ -73,6 +76,7 @@ class Counting:
             self.open -= 1
             await ws.wait_closed()
             self.codes.append(ws.close_code)
+            self.closed.append(ws)
 
 
 async def start_server(
@@ -880,3 +884,244 @@ async def test_cancelled_as_the_loop_hands_its_connection_to_a_task_leaves_nothi
     assert server.stats.connections_total == 1  # the handshake was done: the point was hit
     assert left_open == 0
     assert leftover == (0, 0)
+
+
+# -- 6. trio.run ending under an abandoned connection -----------------------------------------
+
+
+def test_trio_run_ending_closes_an_abandoned_loop_connection_with_1001() -> None:
+    """The main task leaves the loop but keeps the iterator (so it is not freed) and returns:
+    trio.run cancels the connection's system task, which closes with 1001 (cancelled), and
+    returns cleanly; freeing the iterator afterwards is quiet (no unraisable error: pytest would
+    fail the test); no fd is left.
+
+    The server runs in a trio.run of its own, in a thread: one in the client's run would be
+    cancelled with it, and could not tell what the client sent."""
+    fds = open_fds()
+    codes: list[int | None] = []
+    closed = threading.Event()
+    ready: queue.Queue[tuple[trio_ws.Server, trio.lowlevel.TrioToken]] = queue.Queue()
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            await ws.wait_closed()
+            codes.append(ws.close_code)
+            closed.set()
+
+    async def serve_in_thread() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await start_server(nursery, handler)
+            ready.put((server, trio.lowlevel.current_trio_token()))
+
+    async def client(port: int) -> tuple[object, ClientConnection]:
+        loop = aiter(trio_ws.connect(uri(port), ping_interval=None))
+        async for ws in loop:  # noqa: B007 - ws is returned, still open
+            break
+        assert ws.state is trio_ws.State.OPEN
+        return loop, ws
+
+    thread = threading.Thread(target=trio.run, args=(serve_in_thread,))
+    thread.start()
+    try:
+        server, token = ready.get(timeout=10)
+        loop, ws = trio.run(client, server.port)
+        state, code = ws.state, ws.close_code
+        server_saw_close = closed.wait(10)  # a guard against a hang, not a measure
+        del loop  # __del__ after the run: nothing left to tell, and it says nothing
+    finally:
+        trio.from_thread.run(server.aclose, trio_token=token)
+        thread.join(10)
+    assert (state, code) == (trio_ws.State.CLOSED, 1001)
+    assert server_saw_close
+    assert codes == [1001]
+    assert open_fds() == fds
+
+
+# -- 7. connect_in ---------------------------------------------------------------------------
+
+
+async def test_connect_in_gives_an_open_connection_to_other_tasks_and_aclose_ends_it() -> None:
+    """nursery.start(connect_in, uri) returns an open connection; other tasks send and
+    receive on it; ws.aclose() ends connect_in's task, so the nursery exits, with 1000."""
+    handler = Counting()
+    replies: list[str | bytes] = []
+    async with trio.open_nursery() as servers:
+        server = await start_server(servers, handler)
+        with trio.fail_after(10):  # a guard against a hang, not a measure
+            async with trio.open_nursery() as nursery:
+                ws = await nursery.start(trio_ws.connect_in, uri(server.port))
+                state = ws.state
+
+                async def send_three() -> None:
+                    for text in ("a", "b", "c"):
+                        await ws.send(text)
+
+                async def receive_three_then_close() -> None:
+                    for _ in range(3):
+                        replies.append(await ws.recv())
+                    await ws.aclose()
+
+                nursery.start_soon(send_three)
+                nursery.start_soon(receive_three_then_close)
+        await wait_all_tasks_blocked()
+        await server.aclose()
+    assert isinstance(ws, ClientConnection)
+    assert state is trio_ws.State.OPEN
+    assert replies == ["a", "b", "c"]
+    assert ws.close_code == 1000
+    assert handler.codes == [1000]
+
+
+async def test_connect_in_closes_with_1001_when_the_nursery_is_cancelled() -> None:
+    """Cancelling the nursery's scope ends connect_in's task: the server sees 1001, and the
+    closing handshake is done by the time the nursery exits."""
+    handler = Counting()
+    async with trio.open_nursery() as servers:
+        server = await start_server(servers, handler)
+        await wait_all_tasks_blocked()
+        fds, tasks = open_fds(), live_tasks()
+        async with trio.open_nursery() as nursery:
+            ws = await nursery.start(trio_ws.connect_in, uri(server.port))
+            nursery.cancel_scope.cancel()
+        state = ws.state
+        await wait_all_tasks_blocked()
+        leftover = (open_fds() - fds, live_tasks() - tasks)
+        await server.aclose()
+    assert state is trio_ws.State.CLOSED
+    assert handler.codes == [1001]
+    assert leftover == (0, 0)
+
+
+async def test_connect_in_that_fails_raises_the_plain_exception_from_start() -> None:
+    """A refused connect_in: nursery.start raises the OSError itself, not an ExceptionGroup,
+    and nothing is left over."""
+    with refusing_port() as placeholder, no_leaks():
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(OSError) as info:
+                await nursery.start(trio_ws.connect_in, uri(placeholder.getsockname()[1]))
+    assert not isinstance(info.value, BaseExceptionGroup)
+    assert "127.0.0.1" in str(info.value)
+
+
+async def test_connect_in_takes_options_through_partial() -> None:
+    """Options go through functools.partial: subprotocols= is offered, and chosen."""
+    async with trio.open_nursery() as servers:
+        server = await start_server(servers, Counting(), subprotocols=["chat"])
+        async with trio.open_nursery() as nursery:
+            ws = await nursery.start(
+                partial(
+                    trio_ws.connect_in, uri(server.port), subprotocols=["chat"], compression=None
+                )
+            )
+            subprotocol, extensions = (
+                ws.subprotocol,
+                ws.response.headers.get("Sec-WebSocket-Extensions"),
+            )
+            await ws.aclose()
+        await server.aclose()
+    assert subprotocol == "chat"
+    assert extensions is None
+
+
+# -- 8. await, and re-entering -----------------------------------------------------------------
+
+
+async def test_awaiting_connect_raises_type_error_naming_both_forms() -> None:
+    """await trio_ws.connect(uri) opens nothing, and says which two forms to use."""
+    fds = open_fds()
+    with pytest.raises(TypeError) as info:
+        await trio_ws.connect("ws://127.0.0.1:9/")
+    message = str(info.value)
+    assert "async with trio_ws.connect" in message
+    assert "nursery.start(trio_ws.connect_in" in message
+    assert open_fds() == fds
+
+
+async def test_a_connect_object_entered_twice_in_turn_opens_two_connections() -> None:
+    """The same connect(...) object, entered after it was exited: a new connection."""
+    handler = Counting()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler)
+        connector = trio_ws.connect(uri(server.port), ping_interval=None)
+        replies = []
+        for text in ("one", "two"):
+            async with connector as ws:
+                await ws.send(text)
+                replies.append((ws, await ws.recv()))
+        await wait_all_tasks_blocked()
+        await server.aclose()
+    (first_ws, first_reply), (second_ws, second_reply) = replies
+    assert first_ws is not second_ws
+    assert (first_reply, second_reply) == ("one", "two")
+    assert (first_ws.close_code, second_ws.close_code) == (1000, 1000)
+    assert server.stats.connections_total == 2
+    assert handler.most_open == 1
+
+
+async def test_a_connect_object_entered_twice_nested_opens_two_exited_in_order() -> None:
+    """Nested entries of one connect(...) object: two connections, both open inside; the
+    inner exit closes the inner one only, the outer exit the outer one."""
+    handler = Counting()
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, handler)
+        connector = trio_ws.connect(uri(server.port), ping_interval=None)
+        async with connector as outer:
+            async with connector as inner:
+                inside = (outer.state, inner.state)
+            after_inner = (outer.state, inner.state)
+            await outer.send("still here")
+            reply = await outer.recv()
+        after_outer = outer.state
+        await wait_all_tasks_blocked()
+        await server.aclose()
+    open_, closed = trio_ws.State.OPEN, trio_ws.State.CLOSED
+    assert outer is not inner
+    assert inside == (open_, open_)
+    assert after_inner == (open_, closed)
+    assert reply == "still here"
+    assert after_outer is closed
+    assert handler.most_open == 2
+    assert handler.closed == [handler.connections[1], handler.connections[0]]
+    assert handler.codes == [1000, 1000]
+
+
+# -- 9. the server closes while the body is busy elsewhere ------------------------------------
+
+
+async def test_a_connection_the_server_closes_is_replaced_after_the_first_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server closes (1000) while the body waits on something else, not in recv(): the
+    close is handled anyway, and the next iteration connects after a wait within
+    initial_delay (2 s), not min_delay (30 s)."""
+    backoff = trio_ws.Backoff(initial_delay=2, min_delay=30, jitter=0)
+    server_closed = trio.Event()
+    arrivals: list[float] = []
+
+    async def close_the_first(ws: ServerConnection) -> None:
+        arrivals.append(trio.current_time())
+        if len(arrivals) == 1:
+            await ws.aclose()
+            server_closed.set()
+        else:
+            await ws.wait_closed()
+
+    connections: list[ClientConnection] = []
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, close_the_first)
+        async for ws in trio_ws.connect(uri(server.port), backoff=backoff, ping_interval=None):
+            connections.append(ws)
+            if len(connections) == 2:
+                break
+            await server_closed.wait()  # busy elsewhere: nobody calls recv()
+            await wait_all_tasks_blocked()
+            closed_state = (ws.state, ws.close_code)
+            lost_at = trio.current_time()
+        await connections[-1].wait_closed()
+        await server.aclose()
+    assert closed_state == (trio_ws.State.CLOSED, 1000)
+    assert 0 <= arrivals[1] - lost_at <= 2
+    assert server.stats.connections_total == 2
