@@ -578,12 +578,6 @@ async def test_custom_process_exception_returning_another_exception_raises_it_ch
     assert cause.response.status_code == 503
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py _Reconnecting.__anext__ catches each failed attempt in a frame that "
-    "holds the iterator: a kept exception's traceback keeps the iterator, so __del__ never "
-    "runs and the connection stays open until trio.run ends",
-)
 async def test_leaving_the_loop_closes_even_if_process_exception_kept_the_failures(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -804,14 +798,6 @@ async def _sweep_point(steps: int, restart: bool) -> tuple[bool, list[str]]:
     return stopper.fired, problems
 
 
-HOST_START_BUG = (
-    "client.py _Host.start: cancelled in `await host._running.wait()` (right after "
-    "spawn_system_task), __anext__ raises Cancelled with the system task already running the "
-    "opened connection's session; self._host is never set, so nothing ever tells it to leave: "
-    "the connection stays open and the task lives until trio.run ends"
-)
-
-
 @pytest.fixture(params=["slices", "every call"])
 def scheduling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """trio_ws's calls that do not wait yield once per 0.5 ms slice (as shipped), or at every
@@ -821,7 +807,6 @@ def scheduling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return str(request.param)
 
 
-@pytest.mark.xfail(strict=True, reason=HOST_START_BUG)
 @pytest.mark.parametrize("restart", [False, True], ids=["first attempt", "reconnect"])
 async def test_sweep_cancelling_the_loop_at_every_step_leaves_nothing(
     restart: bool, scheduling: str
@@ -854,7 +839,6 @@ class CancelWhenSpawned(trio.abc.Instrument):
             self.scope.cancel()
 
 
-@pytest.mark.xfail(strict=True, reason=HOST_START_BUG)
 async def test_cancelled_as_the_loop_hands_its_connection_to_a_task_leaves_nothing_open() -> None:
     """The loop's scope is cancelled just as the opened connection's system task is spawned
     (the point the sweep finds): the connection is closed all the same, and no task is left."""

@@ -389,15 +389,43 @@ class _Reconnecting:
     Each connection's session runs in a system task (``_Host``): see the module docstring.
     Leaving the loop drops this iterator; CPython then frees it at once, and ``__del__`` tells
     the host to close the connection (1000). ``aclose()`` does the same and waits.
+
+    The work is ``_Attempts``', which this only holds: a failed attempt's exception holds the
+    frame that caught it, and ``process_exception`` may keep it; that must not keep this
+    iterator, and so the connection, alive.
     """
+
+    __slots__ = ("_attempts",)
+
+    def __init__(self, connector: connect) -> None:
+        self._attempts = _Attempts(connector)
+
+    async def __anext__(self) -> ClientConnection:
+        return await self._attempts.next()
+
+    async def aclose(self) -> None:
+        """Close the current connection (1000) and wait until it is closed."""
+        await self._attempts.close_current()
+        await trio.lowlevel.checkpoint()
+
+    def __del__(self) -> None:
+        self._attempts.leave_soon()
+
+    def __aiter__(self) -> _Reconnecting:
+        return self
+
+
+class _Attempts:
+    """The reconnecting loop's state: the current connection's host and the waits."""
 
     def __init__(self, connector: connect) -> None:
         self._connector = connector
         self._host: _Host | None = None
         self._delays: Generator[float, None, None] | None = None  # during a run of failures
 
-    async def __anext__(self) -> ClientConnection:
-        await self._close_current()
+    async def next(self) -> ClientConnection:
+        """Close the current connection, then open the next one, retrying with backoff."""
+        await self.close_current()
         connector = self._connector
         if self._delays is not None:  # the connection before this one was lost: wait first
             await self._wait(None)
@@ -427,22 +455,14 @@ class _Reconnecting:
             logger.info("connecting failed (%r); retrying in %.1f s", failure, delay)
         await trio.sleep(delay)
 
-    async def _close_current(self) -> None:
+    async def close_current(self) -> None:
         host, self._host = self._host, None
         if host is not None:
             await host.close()
 
-    async def aclose(self) -> None:
-        """Close the current connection (1000) and wait until it is closed."""
-        await self._close_current()
-        await trio.lowlevel.checkpoint()
-
-    def __del__(self) -> None:
+    def leave_soon(self) -> None:
         if self._host is not None:
             self._host.leave_soon()
-
-    def __aiter__(self) -> _Reconnecting:
-        return self
 
 
 class _Host:
@@ -459,8 +479,10 @@ class _Host:
     async def start(cls, ws: ClientConnection) -> _Host:
         host = cls(ws)
         trio.lowlevel.spawn_system_task(host._run, name=f"trio_ws connection {ws.id}")
-        # No checkpoint between entering the session and this: the session starts at once.
-        await host._running.wait()
+        # Shielded, since the connection is running once spawned and must be handed over to be
+        # closed; bounded, since its session starts at once.
+        with trio.CancelScope(shield=True):
+            await host._running.wait()
         return host
 
     async def _run(self) -> None:
