@@ -161,7 +161,9 @@ async def _wait_until_listening(process: subprocess.Popen[bytes], ports: list[in
 @pytest.fixture(scope="session")
 def pproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PProxy]:
     """One pproxy process listening on 127.0.0.1 for every kind of proxy; killed at the end."""
-    pytest.importorskip("pproxy", reason="needs pproxy for real proxies: pip install pproxy (the test extra)")
+    pytest.importorskip(
+        "pproxy", reason="needs pproxy for real proxies: pip install pproxy (the test extra)"
+    )
     ca = trustme.CA()
     pem = tmp_path_factory.mktemp("pproxy") / "proxy.pem"
     ca.issue_cert("proxy.test").private_key_and_cert_chain_pem.write_to_path(str(pem))
