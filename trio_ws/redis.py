@@ -115,10 +115,9 @@ async def relay(
     Raises:
         ConnectionError: Redis cannot be reached for the first subscription (before
             ``started()``; later failures are retried, never raised).
-        coredis.exceptions.RedisError: Redis refused us (a wrong password, an unknown
-            database), at any time.
         Exception: whatever ``connections()`` raised, as it was raised; the subscription is
-            closed first.
+            closed first. Redis refusing us (a wrong password, an unknown database) raises
+            coredis's own ``RedisError``, at any time.
 
     Cancelling is safe at any point: the subscription's connection is closed (after an
     UNSUBSCRIBE that waits 0.1 s at most) and no task is left behind.
@@ -197,14 +196,15 @@ async def publish(
     either may use ``decode_responses``.
 
     Returns:
-        How many subscriptions got the message: one per :func:`relay` subscribed now. 0 means
-        nobody did, as when every worker is between Redis failures; the message is not kept.
+        The number of subscriptions that got the message, one per :func:`relay` subscribed
+        now. 0 means that nobody did, as when every worker is between Redis failures; the
+        message is not kept.
 
     Raises:
         TypeError: ``message`` is not str or bytes-like; nothing was sent.
         ConnectionError: Redis cannot be reached; the message is lost, and it is not known
-            whether Redis got it if the connection failed after it was sent.
-        coredis.exceptions.RedisError: Redis refused the command (a wrong password...).
+            whether Redis got it if the connection failed after it was sent. Redis refusing
+            the command (a wrong password...) raises coredis's own ``RedisError``.
 
     Cancelling may leave the message published or not.
     """
