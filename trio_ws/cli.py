@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import dataclasses
 import functools
 import importlib
+import logging
 import math
 import os
 import shutil
 import signal
+import socket as stdlib_socket
 import ssl
 import sys
 import unicodedata
@@ -42,9 +45,10 @@ from ._version import __version__
 from .client import connect
 from .exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketError
 from .server import Server, serve
+from .workers import Supervisor, WorkerStartError, supervise
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from .client import ClientConnection
     from .server import Handler
@@ -364,14 +368,65 @@ def _serve_command(argv: list[str]) -> int:
         help="on SIGINT or SIGTERM, how long the handlers get to return after the close frames "
         "(default 10 s); each closing handshake is bounded by it too",
     )
+    parser.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="serve from N worker processes sharing the port, restarted when they die "
+        "(default 1: this process serves)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="set SO_REUSEPORT: each worker binds the port itself and the kernel spreads "
+        "connections (default with --workers on Linux); --no-reuse-port with --workers: "
+        "this process binds and the workers share its socket",
+    )
+    # Worker mode, for trio_ws.workers only: report readiness on this fd, serve these sockets.
+    parser.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--listen-fd", type=int, action="append", help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"trio_ws {__version__}")
     args = parser.parse_args(argv)
+    target = cast("str", args.handler)
+    if args.workers > 1:
+        return trio.run(
+            _run_supervisor,
+            target,
+            args.host,
+            args.port,
+            args.close_timeout,
+            args.workers,
+            args.reuse_port,
+        )
+    ready_fd = cast("int | None", args.worker_ready_fd)
+    if ready_fd is not None:
+        # The supervisor decides when to stop: a Ctrl-C meant for it must not reach us first.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        handler = _load_handler(cast("str", args.handler))
+        handler = _load_handler(target)
     except ImportError as exc:
         _error(f"{parser.prog}: error: {exc}")
         return _USAGE
-    return trio.run(_run_server, handler, args.host, args.port, args.close_timeout)
+    return trio.run(
+        functools.partial(
+            _run_server,
+            handler,
+            args.host,
+            args.port,
+            args.close_timeout,
+            reuse_port=bool(args.reuse_port),
+            listen_fds=cast("list[int] | None", args.listen_fd),
+            ready_fd=ready_fd,
+        )
+    )
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1, not {value!r}")
+    return int(value)
 
 
 def _port(value: str) -> int:
@@ -419,45 +474,190 @@ def _load_handler(spec: str) -> Handler:
     return cast("Handler", handler)
 
 
-async def _run_server(handler: Handler, host: str, port: int, close_timeout: float) -> int:
+async def _run_server(
+    handler: Handler,
+    host: str,
+    port: int,
+    close_timeout: float,
+    *,
+    reuse_port: bool = False,
+    listen_fds: list[int] | None = None,
+    ready_fd: int | None = None,
+) -> int:
+    # A worker (ready_fd given) stops on SIGTERM, or when its supervisor goes (end of stdin).
+    signums = (signal.SIGTERM,) if ready_fd is not None else (signal.SIGINT, signal.SIGTERM)
     # Opened before binding, so that a signal sent as soon as "Serving on" is out is caught.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*signums) as signals:
         try:
             async with _groups.open_nursery() as nursery:
+                listening = _Listening(host, port, reuse_port, listen_fds)
                 server: Server = await nursery.start(
-                    _serve_until_closed, handler, host, port, close_timeout, nursery.cancel_scope
+                    _serve_until_closed, handler, listening, close_timeout, nursery.cancel_scope
                 )
-                where = f"[{host}]" if ":" in host else host
-                print(f"Serving on ws://{where}:{server.port}", flush=True)
                 closing = False
-                async for signum in signals:
-                    name = signal.Signals(signum).name
+
+                def close(why: str) -> None:
+                    nonlocal closing
                     if not closing:
                         closing = True
                         _error(
-                            f"{name}: closing every connection with 1001 "
+                            f"{prefix}{why}: closing every connection with 1001 "
                             f"(handlers get {close_timeout:g} s to return)"
                         )
                         nursery.start_soon(
                             functools.partial(server.aclose, 1001, timeout=close_timeout)
                         )
                     else:
-                        _error(f"{name} again: stopping now")
+                        _error(f"{prefix}{why} again: stopping now")
                         server.cancel_scope.cancel()
+
+                if ready_fd is None:
+                    prefix = ""
+                    where = f"[{host}]" if ":" in host else host
+                    print(f"Serving on ws://{where}:{server.port}", flush=True)
+                else:
+                    prefix = f"worker {os.getpid()}: "
+                    _report_ready(ready_fd, server.port)
+                    nursery.start_soon(_close_when_orphaned, close)
+                async for signum in signals:
+                    close(signal.Signals(signum).name)
         except OSError as exc:
             _error(f"Cannot listen on {host}:{port}: {exc}.")
             return _FAILED
     return _OK
 
 
+@dataclasses.dataclass(frozen=True)
+class _Listening:
+    """Where serve() listens: on ``host`` and ``port``, or on inherited sockets."""
+
+    host: str
+    port: int
+    reuse_port: bool
+    fds: list[int] | None
+
+    def listeners(self) -> list[trio.SocketListener] | None:
+        if not self.fds:
+            return None
+        # socket(fileno=) finds the family and type of the inherited socket itself.
+        return [
+            trio.SocketListener(trio.socket.from_stdlib_socket(stdlib_socket.socket(fileno=fd)))
+            for fd in self.fds
+        ]
+
+
+def _report_ready(fd: int, port: int) -> None:
+    """Tell the supervisor this worker listens: one line on its pipe, then close it."""
+    try:
+        os.write(fd, f"READY {port}\n".encode())  # a few bytes into an empty pipe: no wait
+    finally:
+        os.close(fd)
+
+
+async def _close_when_orphaned(close: Callable[[str], None]) -> None:
+    """Wait for end of file on stdin, which only the supervisor holds open; then ``close``."""
+    stdin = trio.lowlevel.FdStream(os.dup(0))  # our own pipe, no terminal: non-blocking is fine
+    async with stdin:
+        while await stdin.receive_some(4096):
+            pass
+    close("supervisor gone")
+
+
 async def _serve_until_closed(
     handler: Handler,
-    host: str,
-    port: int,
+    listening: _Listening,
     close_timeout: float,
     watching: trio.CancelScope,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """serve(), then stop watching for signals: the server has stopped."""
-    await serve(handler, host, port, close_timeout=close_timeout, task_status=task_status)
+    listeners = listening.listeners()
+    if listeners is not None:
+        await serve(
+            handler, listeners=listeners, close_timeout=close_timeout, task_status=task_status
+        )
+    else:
+        await serve(
+            handler,
+            listening.host,
+            listening.port,
+            reuse_port=listening.reuse_port,
+            close_timeout=close_timeout,
+            task_status=task_status,
+        )
     watching.cancel()
+
+
+# -- several workers -------------------------------------------------------------------------
+
+
+async def _run_supervisor(
+    target: str,
+    host: str,
+    port: int,
+    close_timeout: float,
+    workers: int,
+    reuse_port: bool | None,
+) -> int:
+    # Each worker gives its handlers close_timeout, as a single process would; SIGKILL at twice.
+    drain_timeout = 2 * close_timeout
+    _show_worker_log()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            async with _groups.open_nursery() as nursery:
+                supervisor: Supervisor = await nursery.start(
+                    _supervise_until_closed,
+                    functools.partial(
+                        supervise,
+                        target,
+                        workers=workers,
+                        host=host,
+                        port=port,
+                        reuse_port=reuse_port,
+                        drain_timeout=drain_timeout,
+                    ),
+                    nursery.cancel_scope,
+                )
+                where = f"[{host}]" if ":" in host else host
+                print(f"Serving on ws://{where}:{supervisor.port} ({workers} workers)", flush=True)
+                closing = False
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not closing:
+                        closing = True
+                        _error(
+                            f"{name}: closing every connection with 1001 (workers get "
+                            f"{drain_timeout:g} s, then SIGKILL)"
+                        )
+                        nursery.start_soon(supervisor.aclose)
+                    else:
+                        _error(f"{name} again: killing the workers")
+                        supervisor.kill()
+        except WorkerStartError as exc:
+            _error(f"{_prog()} serve: error: {exc}")
+            return _USAGE if exc.exit_status == _USAGE else _FAILED
+        except OSError as exc:
+            _error(f"Cannot listen on {host}:{port}: {exc}.")
+            return _FAILED
+    return _OK
+
+
+async def _supervise_until_closed(
+    run: Callable[..., Awaitable[None]],
+    watching: trio.CancelScope,
+    task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """supervise(), then stop watching for signals: every worker has stopped."""
+    await run(task_status=task_status)
+    watching.cancel()
+
+
+def _show_worker_log() -> None:
+    """Print the supervisor's log lines (workers listening, dying, restarting) on stderr."""
+    logger = logging.getLogger("trio_ws.workers")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
