@@ -5,7 +5,8 @@ wsproto masks and unmasks payloads in pure Python, about 0.8 ms per MiB on each 
 ``_protocol`` gives each of them a frame writer and a frame parser (subclasses of wsproto's) that
 mask with :data:`mask` and unmask with :class:`CompiledMasker`. wsproto's modules are left as
 they are, so any other wsproto user in the process keeps wsproto's own masker. Without the
-extension, :data:`mask` and :data:`COMPILED_MASKER` are None and wsproto's masker does the work.
+extension, :data:`mask` and :data:`COMPILED_MASKER` are None, :data:`import_error` says why, and
+wsproto's masker does the work; :mod:`trio_ws.speedups` tells users which case they are in.
 """
 
 from __future__ import annotations
@@ -14,26 +15,28 @@ from collections.abc import Callable
 
 from wsproto.frame_protocol import XorMaskerSimple
 
-__all__ = ["COMPILED_MASKER", "CompiledMasker", "mask"]
+__all__ = ["COMPILED_MASKER", "CompiledMasker", "import_error", "mask"]
 
 Buffer = bytes | bytearray | memoryview
 Mask = Callable[[Buffer, bytes | bytearray, int], bytearray]
 MaskBytes = Callable[[Buffer, bytes | bytearray, int], bytes]
 
 
-def _load() -> tuple[Mask, MaskBytes] | tuple[None, None]:
+def _load() -> tuple[Mask, MaskBytes, None] | tuple[None, None, ImportError]:
     try:
         from ._speedups import mask, mask_bytes
-    except ImportError:  # built without a C compiler: wsproto's own masker stays
-        return None, None
-    return mask, mask_bytes
+    except ImportError as exc:  # not built (no C compiler, a source tree): wsproto's masker stays
+        return None, None, exc.with_traceback(None)  # the message is all trio_ws.speedups needs
+    return mask, mask_bytes, None
 
 
 #: ``mask(data, key, offset)`` in C: data XOR the 4-byte key, starting at ``key[offset % 4]``,
 #: as a bytearray; None when the extension was not built.
 mask: Mask | None
 _mask_bytes: MaskBytes | None
-mask, _mask_bytes = _load()
+#: Why ``trio_ws._speedups`` did not import; None when it did.
+import_error: ImportError | None
+mask, _mask_bytes, import_error = _load()
 
 
 class CompiledMasker(XorMaskerSimple):
