@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "trio_ws.exceptions",
     "trio_ws.frames",
     "trio_ws.http",
+    "trio_ws.redis",
     "trio_ws.router",
     "trio_ws.server",
     "trio_ws.stats",
