@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
     "trio_ws.redis",
     "trio_ws.router",
     "trio_ws.server",
+    "trio_ws.speedups",
     "trio_ws.stats",
     "trio_ws.testing",
 ]
