@@ -18,6 +18,8 @@ On a 2-core machine the defaults pin the server to CPU 0 and the client to CPU 1
 does: two workers then share one core, so the ratio shows what splitting costs, not what a
 second core buys. ``--server-cpus 0,1`` gives the workers both cores, the client sharing one
 of them; on a larger machine, ``--server-cpus 0,1 --client-cpus 2`` measures scaling itself.
+Beside each rate it prints how busy each side was while timed (CPU seconds per second, from
+/proc): a side near its cores' count is the bottleneck.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -97,13 +101,61 @@ async def end_group(process: trio.Process) -> None:
                 await trio.aclose_forcefully(stream)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) ``pid`` has used so far; 0 without /proc or once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command's ")": state, ppid, ... utime and stime are the 12th and 13th.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its children (a supervisor's workers), from /proc."""
+    children = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                    ppid = int(stat.read().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                children.append(int(entry))
+    return [pid, *children]
+
+
+class Busy:
+    """How busy a set of processes was between two readings: CPU seconds per second."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._cpu = sum(map(cpu_seconds, pids))
+        self._start = time.perf_counter()
+
+    def share(self) -> float:
+        elapsed = time.perf_counter() - self._start
+        return (sum(map(cpu_seconds, self._pids)) - self._cpu) / elapsed if elapsed else 0.0
+
+
+@dataclass
+class Result:
+    """One measurement: the rate, and how busy each side was while it was timed."""
+
+    rate: float  # messages/s
+    server_busy: float  # CPU seconds per second, all of the server's processes together
+    client_busy: float
+
+
 def tail(file: IO[bytes], lines: int = 12) -> str:
     file.seek(0)
     return "\n".join(file.read().decode(errors="replace").strip().splitlines()[-lines:])
 
 
-async def measure(workers: int, count: int, args: argparse.Namespace) -> float:
-    """One fan-in run against ``workers`` worker processes: messages/s."""
+async def measure(workers: int, count: int, args: argparse.Namespace) -> Result:
+    """One fan-in run against ``workers`` worker processes."""
     server_command = [sys.executable, "-m", "trio_ws", "serve", "workers:echo"]
     server_command += ["--host", "127.0.0.1", "--port", "0", "--close-timeout", "1"]
     server_command += ["--workers", str(workers)]
@@ -142,13 +194,15 @@ async def measure(workers: int, count: int, args: argparse.Namespace) -> float:
                 buffer = bytearray()
                 if (line := await read_line(client.stdout, buffer)) != "READY":
                     raise BenchmarkError(f"expected READY, got {line!r}")
+                server_busy, client_busy = Busy(family(server.pid)), Busy([client.pid])
                 await client.stdin.send_all(b"GO\n")
                 result = json.loads(await read_line(client.stdout, buffer))
+                busy = server_busy.share(), client_busy.share()
                 if await client.wait() != 0:
                     raise BenchmarkError(f"the client exited with {client.returncode}")
                 if server.returncode is not None:
                     raise BenchmarkError(f"the server exited with {server.returncode}")
-                return float(result["messages"]) / float(result["seconds"])
+                return Result(float(result["messages"]) / float(result["seconds"]), *busy)
         except (trio.TooSlowError, BenchmarkError, OSError, ValueError, KeyError) as exc:
             raise BenchmarkError(f"{workers} worker(s): {exc!r}\n{tail(errors)}") from exc
         finally:
@@ -156,19 +210,20 @@ async def measure(workers: int, count: int, args: argparse.Namespace) -> float:
                 await end_group(process)
 
 
-async def run_all(args: argparse.Namespace) -> dict[int, list[float]]:
-    rates: dict[int, list[float]] = {workers: [] for workers in WORKER_COUNTS}
+async def run_all(args: argparse.Namespace) -> dict[int, list[Result]]:
+    results: dict[int, list[Result]] = {workers: [] for workers in WORKER_COUNTS}
     for run in range(args.runs):
         order = WORKER_COUNTS if run % 2 == 0 else WORKER_COUNTS[::-1]  # neither always first
         for workers in order:
-            rate = await measure(workers, args.count, args)
-            rates[workers].append(rate)
+            result = await measure(workers, args.count, args)
+            results[workers].append(result)
             print(
-                f"run {run + 1}/{args.runs}: {workers} worker(s): {rate:,.0f} messages/s",
+                f"run {run + 1}/{args.runs}: {workers} worker(s): {result.rate:,.0f} messages/s; "
+                f"CPU busy: server {result.server_busy:.2f}, client {result.client_busy:.2f}",
                 file=sys.stderr,
                 flush=True,
             )
-    return rates
+    return results
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -205,15 +260,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs; pinning: {pinning}"
     )
     try:
-        rates = trio.run(run_all, args)
+        results = trio.run(run_all, args)
     except BenchmarkError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    medians = {workers: statistics.median(values) for workers, values in rates.items()}
-    for workers, values in rates.items():
+    medians: dict[int, float] = {}
+    for workers, runs in results.items():
+        rates = [result.rate for result in runs]
+        medians[workers] = statistics.median(rates)
+        server = statistics.median(result.server_busy for result in runs)
+        client = statistics.median(result.client_busy for result in runs)
         print(
             f"{workers} worker(s): median {medians[workers]:,.0f} messages/s "
-            f"(min-max {min(values):,.0f}-{max(values):,.0f})"
+            f"(min-max {min(rates):,.0f}-{max(rates):,.0f}); CPU busy while timed "
+            f"(CPU seconds per second, median): server {server:.2f}, client {client:.2f}"
         )
     print(f"scaling ratio (2 workers / 1 worker): {medians[2] / medians[1]:.2f}x")
     return 0
