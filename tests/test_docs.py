@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "trio_ws.speedups",
     "trio_ws.stats",
     "trio_ws.testing",
+    "trio_ws.workers",
 ]
 
 
