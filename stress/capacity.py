@@ -22,8 +22,12 @@ How this works: three kinds of process, all this script.
 - **This process** starts the server, reads its memory (VmRSS from ``/proc/<pid>/status``,
   Pss from ``/proc/<pid>/smaps_rollup``) and open files before, starts the clients, tells them
   to go at once and times the opening until the last of them has all its connections open;
-  reads the memory again, sends SIGTERM to the server and times until the server process has
-  exited; then collects the clients' close codes.
+  with ``--hold S``, holds them S seconds more and reads the server's CPU time meanwhile (its
+  keepalive pings: one per connection every 20 s); reads the memory again, sends SIGTERM to
+  the server and times until the server process has exited; then collects the clients' close
+  codes. The CPU time of each process is read from ``/proc/<pid>/stat`` around each step: on a
+  machine with fewer cores than processes, the clients' share tells whether the server was the
+  bottleneck.
 
 Every process raises its open-file soft limit to the hard one and checks it is enough for the
 sockets it will hold; every loop is bounded by its count, every wait by a time limit, and every
@@ -105,7 +109,7 @@ async def echo(ws: trio_ws.ServerConnection) -> None:
 
 async def run_server(compression: str | None, lifetime: float) -> None:
     """Serve echo on HOST, say ``PORT <n>``; on SIGTERM close gracefully and say ``CLOSED
-    <seconds> <stats>``. Exits by itself after ``lifetime`` seconds."""
+    <seconds> <CPU seconds> <stats>``. Exits by itself after ``lifetime`` seconds."""
     with trio.move_on_after(lifetime), trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server: trio_ws.Server = await nursery.start(
@@ -114,10 +118,10 @@ async def run_server(compression: str | None, lifetime: float) -> None:
             print(f"PORT {server.port}", flush=True)
             async for _ in signals:
                 break
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await server.aclose()
-            seconds = time.perf_counter() - started
-        print(f"CLOSED {seconds:.6f} {json.dumps(server.stats.as_dict())}", flush=True)
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(f"CLOSED {seconds:.6f} {cpu:.6f} {json.dumps(server.stats.as_dict())}", flush=True)
 
 
 # -- the client processes ----------------------------------------------------------------------
@@ -125,8 +129,8 @@ async def run_server(compression: str | None, lifetime: float) -> None:
 
 async def run_client(args: argparse.Namespace) -> None:
     """Say ``READY``; on ``GO`` from stdin open ``args.count`` connections, say ``OPEN <held>
-    <failed> <seconds> <first failures>``; once the server closed them all, say ``CLOSES
-    <codes>``. Exits by itself after ``args.time_limit`` seconds."""
+    <failed> <source addresses> <first failures>``; once the server closed them all, say
+    ``CLOSES <CPU seconds so far> <codes>``. Exits by itself after ``args.time_limit`` s."""
     compression = None if args.no_deflate else "deflate"
     uri = f"ws://{HOST}:{args.port}/"
     sources = [f"127.0.0.{2 + (args.first_source + i) % args.sources}" for i in range(args.count)]
@@ -200,7 +204,7 @@ async def run_client(args: argparse.Namespace) -> None:
             failed = json.dumps(failures)
             print(f"OPEN {held} {args.count - held} {len(bound)} {failed}", flush=True)
             await all_closed.wait()
-        print(f"CLOSES {json.dumps(codes)}", flush=True)
+        print(f"CLOSES {time.process_time():.6f} {json.dumps(codes)}", flush=True)
 
 
 # -- this process: the children, /proc ---------------------------------------------------------
@@ -290,6 +294,13 @@ def memory_kib(pid: int) -> dict[str, int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()  # the name, in (), may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -314,6 +325,10 @@ class Result:
     held: int = 0
     failed_to_open: int = 0
     open_seconds: float = math.nan
+    open_server_cpu_seconds: float = math.nan  # the server's CPU time meanwhile
+    open_clients_cpu_seconds: float = math.nan  # the clients', their start-up included
+    hold_seconds: float = 0.0  # --hold: the connections held idle, after the opening
+    hold_server_cpu_seconds: float = math.nan
     server_fds_before: int = 0
     server_fds_holding: int = 0
     rss_before_kib: int = 0
@@ -322,6 +337,8 @@ class Result:
     pss_holding_kib: int = 0
     hwm_holding_kib: int = 0
     aclose_seconds: float = math.nan  # inside the server, aclose() alone
+    aclose_server_cpu_seconds: float = math.nan
+    shutdown_clients_cpu_seconds: float = math.nan  # SIGTERM to their last close
     shutdown_seconds: float = math.nan  # SIGTERM sent to the server process gone
     server_exit_status: int | None = None
     client_close_codes: dict[str, int] | None = None
@@ -382,7 +399,7 @@ async def measure(args: argparse.Namespace, result: Result, errors: list[IO[byte
                 await client.line("READY")
 
         with trio.fail_after(OPEN_LIMIT + PER_CONNECTION * args.connections):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds(server.pid)
             for client in clients:
                 await client.say("GO")
             first_failures: list[str] = []
@@ -393,28 +410,41 @@ async def measure(args: argparse.Namespace, result: Result, errors: list[IO[byte
                 result.failed_to_open += int(failed)
                 first_failures += json.loads(failures)
             result.open_seconds = time.perf_counter() - started
+            result.open_server_cpu_seconds = cpu_seconds(server.pid) - cpu
+            result.open_clients_cpu_seconds = sum(cpu_seconds(client.pid) for client in clients)
         for failure in first_failures[:5]:
             print(f"  failed to open: {failure}", file=sys.stderr, flush=True)
+        if args.hold:
+            # Idle, but not free: every connection gets a keepalive ping each 20 s.
+            cpu = cpu_seconds(server.pid)
+            await trio.sleep(args.hold)
+            result.hold_seconds = args.hold
+            result.hold_server_cpu_seconds = cpu_seconds(server.pid) - cpu
         holding = memory_kib(server.pid)
         result.rss_holding_kib, result.pss_holding_kib = holding["VmRSS"], holding.get("Pss", 0)
         result.hwm_holding_kib = holding["VmHWM"]
         result.server_fds_holding = open_fds(server.pid)
 
         with trio.fail_after(SHUTDOWN_LIMIT + PER_CONNECTION * args.connections):
+            clients_cpu = sum(cpu_seconds(client.pid) for client in clients)
             started = time.perf_counter()
             server.process.send_signal(signal.SIGTERM)
             closed = await server.line("CLOSED ")
             result.server_exit_status = await server.process.wait()
             result.shutdown_seconds = time.perf_counter() - started
-            aclose_seconds, stats = closed.split(" ", 1)
+            aclose_seconds, aclose_cpu, stats = closed.split(" ", 2)
             result.aclose_seconds = float(aclose_seconds)
+            result.aclose_server_cpu_seconds = float(aclose_cpu)
             result.server_close_codes = json.loads(stats)["close_codes"]
             codes: dict[str, int] = {}
             for client in clients:
-                for code, count in json.loads(await client.line("CLOSES ")).items():
+                client_cpu, client_codes = (await client.line("CLOSES ")).split(" ", 1)
+                clients_cpu -= float(client_cpu)
+                for code, count in json.loads(client_codes).items():
                     codes[code] = codes.get(code, 0) + count
                 await client.process.wait()
             result.client_close_codes = codes
+            result.shutdown_clients_cpu_seconds = -clients_cpu
     except BaseException:
         for child in children:
             if tail := child.error_tail():
@@ -433,7 +463,18 @@ def table(result: Result) -> list[str]:
             "source addresses",
             f"{result.sources_used} per client process, {result.clients} processes",
         ),
-        ("opened in", f"{result.open_seconds:.1f} s ({result.failed_to_open} failed)"),
+        (
+            "opened in",
+            f"{result.open_seconds:.1f} s, CPU: server {result.open_server_cpu_seconds:.1f} s, "
+            f"clients {result.open_clients_cpu_seconds:.1f} s ({result.failed_to_open} failed)",
+        ),
+        (
+            "server CPU while idle",
+            f"{result.hold_server_cpu_seconds / result.hold_seconds:.1%} of a core over "
+            f"{result.hold_seconds:.0f} s"
+            if result.hold_seconds
+            else "not measured (--hold)",
+        ),
         (
             "server RSS before, holding",
             f"{result.rss_before_kib:,} KiB, {result.rss_holding_kib:,} KiB",
@@ -447,7 +488,9 @@ def table(result: Result) -> list[str]:
         ),
         (
             "graceful shutdown",
-            f"{result.shutdown_seconds:.1f} s to exit (aclose() {result.aclose_seconds:.1f} s)",
+            f"{result.shutdown_seconds:.1f} s to exit (aclose() {result.aclose_seconds:.1f} s), "
+            f"CPU: server {result.aclose_server_cpu_seconds:.1f} s, "
+            f"clients {result.shutdown_clients_cpu_seconds:.1f} s",
         ),
         ("clients' close codes", json.dumps(result.client_close_codes)),
     ]
@@ -540,6 +583,13 @@ def main() -> None:
     parser.add_argument(
         "--time-limit", type=float, help="seconds each process may live (default: from the count)"
     )
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="seconds to hold the connections idle, measuring the server's CPU (keepalive "
+        "pings every 20 s); default 0",
+    )
     parser.add_argument("--json", help="also write the JSON summary to this file")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -560,9 +610,15 @@ def main() -> None:
         args.connections = QUICK if args.quick else FULL
     if args.connections < 1 or args.clients < 1 or not 1 <= args.sources <= 253:
         parser.error("--connections and --clients must be at least 1, --sources 1 to 253")
+    if not 0 <= args.hold <= 3600:
+        parser.error("--hold must be 0 to 3,600 seconds")
     if args.time_limit is None:
         args.time_limit = (
-            START_LIMIT * 2 + OPEN_LIMIT + SHUTDOWN_LIMIT + 2 * PER_CONNECTION * args.connections
+            START_LIMIT * 2
+            + OPEN_LIMIT
+            + SHUTDOWN_LIMIT
+            + 2 * PER_CONNECTION * args.connections
+            + args.hold
         )
     # The server holds them all; each client its share (the first one the remainder too).
     share = args.connections // args.clients + args.connections % args.clients
