@@ -25,7 +25,7 @@ cancelled. Only :meth:`Core.finish` closes the stream.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -65,12 +65,13 @@ class Core:
     """One connection's state and background work; the public API is ``Connection``'s."""
 
     __slots__ = (
+        "_closed",
         "_keepalive",
-        "closed",
         "ending",
         "id",
         "inbox",
         "is_client",
+        "is_closed",
         "logger",
         "options",
         "pings",
@@ -127,7 +128,8 @@ class Core:
         self.pings = Pings()
         self._keepalive: Keepalive | None = None  # while the session runs with keepalive on
         self.tasks: trio.Nursery | None = None  # the session's nursery, while it runs
-        self.closed = trio.Event()
+        self.is_closed = False  # the socket is released
+        self._closed: trio.Event | None = None  # for wait_closed(), from its first call
         stats.connections_open += 1
         stats.connections_total += 1
 
@@ -180,8 +182,8 @@ class Core:
         """Send our close frame, wait for the peer's and the end of the stream, bounded."""
         self.send_close(code, reason)
         with trio.move_on_after(self.options.close_timeout):
-            await self.closed.wait()
-        if not self.closed.is_set():
+            await self.wait_closed()
+        if not self.is_closed:
             self.logger.debug("connection %s: closing handshake timed out", self.id)
             self.reader.scope.cancel()
             await self.finish()
@@ -242,12 +244,26 @@ class Core:
             self.stats.connections_open -= 1
             self.stats.close_codes[code] += 1
             self.logger.debug("connection %s closed: the peer's code %s", self.id, code)
-        if self.closed.is_set():
+        if self.is_closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         with trio.CancelScope(shield=True):  # bounded: aclose_forcefully never blocks
             await trio.aclose_forcefully(self.stream)
-        self.closed.set()
+        self.is_closed = True
+        if self._closed is not None:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed and its socket released (``is_closed``).
+
+        The event is made by the first call that waits: most connections never need one.
+        """
+        if self.is_closed:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._closed is None:
+            self._closed = trio.Event()
+        await self._closed.wait()
 
     def closed_error(self) -> ConnectionClosed:
         """The exception that says how the connection ended (or is ending)."""
@@ -255,8 +271,9 @@ class Core:
 
     # -- what the reader and the writer report ---------------------------------------------
 
-    async def _pull(self) -> None:
-        await self.reader.pull()
+    def _pull(self) -> Awaitable[None]:
+        # Not a coroutine of its own: the inbox awaits the reader's, one frame less per waiter.
+        return self.reader.pull()
 
     def _take_in(self, data: bytes | bytearray) -> bool:
         """Act on bytes read: False once nothing more should be read."""

@@ -16,6 +16,10 @@ an unfinished message reach ``PIECES_HIGH_WATER`` and no get() waits for the res
 stream takes pieces one by one; get() needs the whole message, bounded by ``max_size``).
 Once the connection is closing the reader reads on for the peer's close frame: messages that
 start while the queue is full are dropped then.
+
+Memory: an idle connection holds no queue and no parking lot. The deque exists while something
+is queued (an empty one costs 760 bytes), and each parking lot from its first wait (about 180
+bytes each); put() and the takers check for None where they would wake a waiter.
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ class Inbox:
         pull: Callable[[], Awaitable[None]],
     ) -> None:
         self._pull = pull  # for a taker with nothing to take: make something arrive
-        self._items: deque[Data | _Piece] = deque()
+        self._items: deque[Data | _Piece] | None = None  # while something is queued
         self._complete = 0  # whole messages in _items; a final piece completes one
         self._piece_size = 0  # the length of the pieces in _items
         self._max_queue = math.inf if max_queue is None else max_queue
@@ -106,8 +110,8 @@ class Inbox:
             math.inf if max_queue is None or max_queue_low is None else max_queue_low
         )
         self._closed_error = closed_error
-        self._arrived = trio.lowlevel.ParkingLot()
-        self._room = trio.lowlevel.ParkingLot()
+        self._arrived: trio.lowlevel.ParkingLot | None = None  # pull() waits here, once it has
+        self._room: trio.lowlevel.ParkingLot | None = None  # the reader waits here, once it has
         self._taking = False  # a task is in get() or next_piece()
         self._whole_wanted = False  # get() waits for the rest of a message
         self._mid_message = False  # the reader put pieces of a message whose end is to come
@@ -122,7 +126,10 @@ class Inbox:
         """Queue a message that arrived whole."""
         if self._closing and self._complete >= self._max_queue:
             return
-        self._items.append(data)
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(data)
         self._complete += 1
         if self._arrived:
             self._arrived.unpark()
@@ -134,7 +141,10 @@ class Inbox:
         self._mid_message = not final
         if self._dropping:
             return
-        self._items.append(_Piece(data, final))
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(_Piece(data, final))
         self._piece_size += len(data)
         if final:
             self._complete += 1
@@ -151,15 +161,32 @@ class Inbox:
 
     async def wait_for_room(self) -> None:
         """Wait until takers brought the queue down to its low-water mark, or it is closing."""
+        if self._room is None:
+            self._room = trio.lowlevel.ParkingLot()
         await self._room.park()
 
     async def wait_for_arrival(self) -> None:
         """For ``pull``: wait until something is put or the inbox ends."""
+        if self._arrived is None:
+            self._arrived = trio.lowlevel.ParkingLot()
         await self._arrived.park()
 
     def _made_room(self) -> None:
         if self._room and self._complete <= self._max_queue_low:
             self._room.unpark_all()
+
+    def _wake_reader(self) -> None:
+        if self._room:
+            self._room.unpark_all()
+
+    def _take(self) -> Data | _Piece:
+        """The first item queued; the queue goes once empty (an empty deque costs 760 bytes)."""
+        items = self._items
+        assert items is not None
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
 
     @property
     def closing(self) -> bool:
@@ -168,14 +195,15 @@ class Inbox:
     def start_closing(self) -> None:
         """From now on, never make the reader wait: it must read the peer's close frame."""
         self._closing = True
-        self._room.unpark_all()
+        self._wake_reader()
 
     def end(self) -> None:
         """No more messages will come: takers get the rest, then the closed error."""
         self._ended = True
         self._closing = True
-        self._arrived.unpark_all()
-        self._room.unpark_all()
+        if self._arrived:
+            self._arrived.unpark_all()
+        self._wake_reader()
 
     # -- the application's side ------------------------------------------------------------
 
@@ -194,12 +222,12 @@ class Inbox:
                     raise self._closed_error()
                 if self._items and not self._whole_wanted:
                     self._whole_wanted = True
-                    self._room.unpark_all()  # the reader may wait at the high-water mark
+                    self._wake_reader()  # the reader may wait at the high-water mark
                 await self._pull()
                 parked = True
             if not parked:
                 await checkpoint()
-            item = self._items.popleft()
+            item = self._take()
             if type(item) is _Piece:
                 item = self._join(item)
             self._complete -= 1
@@ -230,9 +258,8 @@ class Inbox:
                 parked = True
             if not parked:
                 await checkpoint()
-            item = self._items.popleft()
-            if self._room:
-                self._room.unpark_all()  # pieces taken: room below the pieces' high-water mark
+            item = self._take()
+            self._wake_reader()  # pieces taken: room below the pieces' high-water mark
             if type(item) is not _Piece:
                 stream.done = True
                 self._complete -= 1
@@ -255,7 +282,7 @@ class Inbox:
         pieces = [first.data]
         final = first.final
         while not final:
-            piece = self._items.popleft()
+            piece = self._take()
             assert isinstance(piece, _Piece)
             pieces.append(piece.data)
             final = piece.final
@@ -270,12 +297,12 @@ class Inbox:
         self._streamed.abandoned = True
         self._streamed = None
         while self._items:
-            piece = self._items.popleft()
+            piece = self._take()
             assert isinstance(piece, _Piece)
             self._piece_size -= len(piece.data)
             if piece.final:
                 self._complete -= 1
-                self._room.unpark_all()
+                self._wake_reader()
                 return
         self._dropping = True  # the rest has yet to come: the reader drops it
-        self._room.unpark_all()
+        self._wake_reader()

@@ -191,7 +191,8 @@ def _core_of(ws: Connection) -> Core:
 
 def _sending_fragments(ws: Connection) -> bool:
     """Whether ``send()`` of an iterable is between the frames of its message."""
-    return ws._message_lock.locked()  # pyright: ignore[reportPrivateUsage]
+    lock = ws._message_lock  # pyright: ignore[reportPrivateUsage]
+    return lock is not None and lock.locked()  # made by the first such send()
 
 
 def _frames_are_shared(core: Core) -> bool:
