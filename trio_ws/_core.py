@@ -25,8 +25,9 @@ cancelled. Only :meth:`Core.finish` closes the stream.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 import trio
@@ -332,70 +333,23 @@ class Core:
 
     # -- the session -----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def session(self, keepalive: KeepaliveTimer | None) -> AsyncGenerator[None, None]:
+    def session(self, keepalive: KeepaliveTimer | None) -> Session:
         """Run the background work around the body; close the connection when it exits.
 
-        ``keepalive`` times this connection's pings, from a task outside the session (a server's,
-        for all its connections); without it the session runs a timer of its own.
-
-        A body that returns closes with 1000 as ``aclose()`` does; one that raises closes with
-        1011, one that is cancelled with 1001, in a shielded step bounded by ``close_timeout``.
-        Either way the peer gets a close frame while the socket works. What the body raised comes
-        out as itself: it is held until the nursery has exited, since a nursery copies an
-        ExceptionGroup that goes through it, and re-raised even if that exit was cancelled. A bug
-        in trio_ws that escapes a background task comes out as a WebSocketError "internal error"
-        chained to it, never as Cancelled.
+        See :class:`Session`.
         """
-        body_error: BaseException | None = None
-        own_timer: KeepaliveTimer | None = None
-        try:
-            async with _groups.open_nursery() as nursery:
-                self._start(nursery, keepalive)
-                if self.options.ping_interval is not None and keepalive is None:
-                    own_timer = KeepaliveTimer(self.logger)
-                    nursery.start_soon(own_timer.run)
-                    self._start_keepalive(own_timer)
-                try:
-                    yield
-                except BaseException as exc:
-                    body_error = exc
-                    code, reason = (
-                        (1011, "internal error")
-                        if isinstance(exc, Exception)
-                        else (1001, "going away")
-                    )
-                    with trio.CancelScope(shield=True):
-                        await self.close(code, reason)
-                else:
-                    await self.aclose(1000, "")  # cancelled, it still sends its close frame
-                finally:
-                    if own_timer is not None:
-                        own_timer.stop()
-                    self.reader.scope.cancel()
-                    await self.finish()
-        except trio.Cancelled:
-            if body_error is None:
-                raise
-        except Exception as exc:  # a bug escaped a background task
-            self.logger.error("connection %s: internal error", self.id, exc_info=exc)
-            if body_error is None or isinstance(body_error, trio.Cancelled):
-                raise WebSocketError(f"internal error in trio_ws: {exc!r}") from exc
-        finally:
-            self.tasks = self._keepalive = None
-        if body_error is not None:
-            _groups.reraise(body_error)
+        return Session(self, keepalive)
 
-    def _start(self, nursery: trio.Nursery, keepalive: KeepaliveTimer | None) -> None:
+    def start(self, nursery: trio.Nursery, keepalive: KeepaliveTimer | None) -> None:
         self.tasks = nursery
         self.writer.start(nursery)
         if not self._take_in(b""):  # frames that came with the handshake, if any
             self.reader.scope.cancel()
         nursery.start_soon(self.reader.run)
         if keepalive is not None:
-            self._start_keepalive(keepalive)
+            self.start_keepalive(keepalive)
 
-    def _start_keepalive(self, timer: KeepaliveTimer) -> None:
+    def start_keepalive(self, timer: KeepaliveTimer) -> None:
         if self.options.ping_interval is not None:
             self._keepalive = Keepalive(self, timer)
             self._keepalive.schedule()
@@ -403,3 +357,92 @@ class Core:
     def stop_keepalive(self) -> None:
         if self._keepalive is not None:
             self._keepalive.stop()
+
+
+class Session:
+    """``Core.session()``: the background work around the body, and the closing after it.
+
+    ``keepalive`` times this connection's pings, from a task outside the session (a server's,
+    for all its connections); without it the session runs a timer of its own.
+
+    A body that returns closes with 1000 as ``aclose()`` does; one that raises closes with
+    1011, one that is cancelled with 1001, in a shielded step bounded by ``close_timeout``.
+    Either way the peer gets a close frame while the socket works. What the body raised comes
+    out as itself: it is held until the nursery has exited, since a nursery copies an
+    ExceptionGroup that goes through it, and re-raised even if that exit was cancelled. A bug
+    in trio_ws that escapes a background task comes out as a WebSocketError "internal error"
+    chained to it, never as Cancelled.
+
+    A class rather than an ``asynccontextmanager`` generator: the generator, its context
+    manager and trio's record of it cost about 1 KiB for as long as the body runs, and every
+    open connection has a body running.
+    """
+
+    __slots__ = ("_core", "_keepalive", "_manager", "_own_timer")
+
+    def __init__(self, core: Core, keepalive: KeepaliveTimer | None) -> None:
+        self._core = core
+        self._keepalive = keepalive
+        self._own_timer: KeepaliveTimer | None = None
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+
+    async def __aenter__(self) -> None:
+        core, keepalive = self._core, self._keepalive
+        self._manager = trio.open_nursery()
+        nursery = await self._manager.__aenter__()
+        try:
+            core.start(nursery, keepalive)
+            if core.options.ping_interval is not None and keepalive is None:
+                self._own_timer = KeepaliveTimer(core.logger)
+                nursery.start_soon(self._own_timer.run)
+                core.start_keepalive(self._own_timer)
+        except BaseException as exc:  # a bug: leave the nursery with it, as async with would
+            await self._leave(exc, None)
+            raise  # pragma: no cover - _leave() raised already
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        body_error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        core = self._core
+        inner: BaseException | None = None  # what the nursery's block raises, as it exits
+        try:
+            try:
+                if body_error is None:
+                    await core.aclose(1000, "")  # cancelled, it still sends its close frame
+                else:
+                    code, reason = (
+                        (1011, "internal error")
+                        if isinstance(body_error, Exception)
+                        else (1001, "going away")
+                    )
+                    with trio.CancelScope(shield=True):
+                        await core.close(code, reason)
+            finally:
+                if self._own_timer is not None:
+                    self._own_timer.stop()
+                core.reader.scope.cancel()
+                await core.finish()
+        except BaseException as exc:
+            inner = exc
+        await self._leave(inner, body_error)
+        return False  # what the body raised comes out as itself
+
+    async def _leave(self, inner: BaseException | None, body_error: BaseException | None) -> None:
+        """Exit the nursery with what its block raised; sort out what comes out of it."""
+        core = self._core
+        assert self._manager is not None
+        try:
+            await _groups.exit_nursery(self._manager, inner)
+        except trio.Cancelled:
+            if body_error is None:
+                raise
+        except Exception as exc:  # a bug escaped a background task
+            core.logger.error("connection %s: internal error", core.id, exc_info=exc)
+            if body_error is None or isinstance(body_error, trio.Cancelled):
+                raise WebSocketError(f"internal error in trio_ws: {exc!r}") from exc
+        finally:
+            core.tasks = core._keepalive = None  # pyright: ignore[reportPrivateUsage]
+            self._manager = None

@@ -8,7 +8,7 @@ itself, never a bare group; anything else is a bug, reported as such and chained
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import NoReturn
 
 import trio
@@ -41,6 +41,24 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     internal = WebSocketError(f"internal error in trio_ws: {len(others)} exceptions at once")
     internal.__cause__ = group
     return internal
+
+
+async def exit_nursery(
+    manager: AbstractAsyncContextManager[trio.Nursery], exc: BaseException | None
+) -> None:
+    """Leave a nursery entered with ``manager.__aenter__()`` as ``async with open_nursery()``
+    would, its block having raised ``exc`` (None: it returned): what comes out is unwrapped.
+
+    For a context manager written as a class, which costs less memory than a generator for as
+    long as its body runs (``_core.Session``).
+    """
+    try:
+        if exc is None:
+            await manager.__aexit__(None, None, None)
+        elif not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise exc
+    except BaseExceptionGroup as group:
+        reraise(unwrap(group))
 
 
 @asynccontextmanager
