@@ -32,7 +32,7 @@ from typing import Self
 import trio
 
 from ._yielding import checkpoint
-from .exceptions import ConcurrencyError, ConnectionClosed
+from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 
 __all__ = ["PIECES_HIGH_WATER", "Inbox", "MessageStream"]
 
@@ -207,8 +207,12 @@ class Inbox:
 
     # -- the application's side ------------------------------------------------------------
 
-    async def get(self) -> Data:
-        """Take the next whole message. See :meth:`Connection.recv`."""
+    async def get(self, *, iterating: bool = False) -> Data:
+        """Take the next whole message. See :meth:`Connection.recv`.
+
+        ``iterating``: for ``async for``, StopAsyncIteration where recv() raises
+        ConnectionClosedOK.
+        """
         if self._taking:
             raise ConcurrencyError("another task is already receiving")
         self._taking = True
@@ -219,7 +223,10 @@ class Inbox:
             while not self._complete:
                 if self._ended:
                     await trio.lowlevel.checkpoint()
-                    raise self._closed_error()
+                    error = self._closed_error()
+                    if iterating and isinstance(error, ConnectionClosedOK):
+                        raise StopAsyncIteration
+                    raise error
                 if self._items and not self._whole_wanted:
                     self._whole_wanted = True
                     self._wake_reader()  # the reader may wait at the high-water mark
