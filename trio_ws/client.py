@@ -22,7 +22,7 @@ import os
 import random
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
@@ -400,8 +400,10 @@ class _Reconnecting:
     def __init__(self, connector: connect) -> None:
         self._attempts = _Attempts(connector)
 
-    async def __anext__(self) -> ClientConnection:
-        return await self._attempts.next()
+    def __anext__(self) -> Awaitable[ClientConnection]:
+        # Not a coroutine of its own: a failure's traceback, which process_exception or a log
+        # handler may keep, would hold its frame and, through it, this iterator.
+        return self._attempts.next()
 
     async def aclose(self) -> None:
         """Close the current connection (1000) and wait until it is closed."""
@@ -452,7 +454,9 @@ class _Attempts:
         if failure is None:
             logger.info("connection lost; reconnecting in %.1f s", delay)
         else:
-            logger.info("connecting failed (%r); retrying in %.1f s", failure, delay)
+            # The repr, not the exception: a log handler that keeps records must not keep its
+            # traceback, and the frames in it.
+            logger.info("connecting failed (%s); retrying in %.1f s", repr(failure), delay)
         await trio.sleep(delay)
 
     async def close_current(self) -> None:
