@@ -2,7 +2,8 @@
 
 ``python benchmarks/asyncio_peer.py --lib websockets.asyncio --role server|client ...``, as
 ``trio_peer.py``; the client runs the same workloads (``workloads.py``) over asyncio.
-Defaults but for compression (off) and the largest message (``MAX_SIZE``).
+Defaults but for compression (off; with ``--deflate``, permessage-deflate with websockets'
+default settings) and the largest message (``MAX_SIZE``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Literal
 
 import websockets.asyncio.client
 import websockets.asyncio.server
@@ -19,6 +21,8 @@ import workloads
 from workloads import HOST, MAX_SIZE, Channel
 
 LIBRARIES = ("websockets.asyncio",)
+#: What the library is given for ``compression``: "deflate" with --deflate, None otherwise.
+Compression = Literal["deflate"] | None
 
 
 async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
@@ -26,9 +30,9 @@ async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
         await ws.send(message)
 
 
-async def serve() -> None:
+async def serve(compression: Compression) -> None:
     async with websockets.asyncio.server.serve(
-        echo, HOST, 0, compression=None, max_size=MAX_SIZE
+        echo, HOST, 0, compression=compression, max_size=MAX_SIZE
     ) as server:
         port: int = server.sockets[0].getsockname()[1]
         workloads.announce_port(port)
@@ -36,13 +40,16 @@ async def serve() -> None:
 
 
 @asynccontextmanager
-async def connect(port: int) -> AsyncGenerator[Channel, None]:
+async def connect(port: int, compression: Compression) -> AsyncGenerator[Channel, None]:
     async with websockets.asyncio.client.connect(
         f"ws://{HOST}:{port}/",
-        compression=None,
+        compression=compression,
         max_size=MAX_SIZE,
         proxy=None,  # never let a proxy from the environment into a loopback benchmark
     ) as ws:
+        assert ws.response is not None  # set by the opening handshake
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+        workloads.check_compression(extensions, compression is not None)
         yield Channel(ws.send, ws.recv)
 
 
@@ -63,12 +70,13 @@ class AsyncioRuntime:
 
 
 def main() -> None:
-    args = workloads.peer_arguments(LIBRARIES)
+    args = workloads.peer_arguments(LIBRARIES, deflating=LIBRARIES)
+    compression: Compression = "deflate" if args.deflate else None
     if args.role == "server":
-        asyncio.run(serve())
+        asyncio.run(serve(compression))
     else:
         client = workloads.run_client(
-            AsyncioRuntime(), partial(connect, args.port), args.workload, args.count
+            AsyncioRuntime(), partial(connect, args.port, compression), args.workload, args.count
         )
         asyncio.run(client)
 

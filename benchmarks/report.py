@@ -1,9 +1,12 @@
 """The figures of a benchmark run and their reports: the Markdown table, the docs page.
 
-run.py measures (``Measurement``: one workload, one library, one run); this module turns the
-measurements into figures (``METRICS``: rates, latencies, memory per connection), medians with
-min-max over the runs, ratios to the reference and the ceiling, and writes them out with the
-machine, the versions and the commit they were measured with.
+run.py measures (``Measurement``: one workload, one library, one run, compression off or
+permessage-deflate on); this module turns the measurements into figures (``METRICS``: rates,
+latencies, memory per connection), medians with min-max over the runs, ratios to the reference
+and the ceiling, and writes them out with the machine, the versions and the commit they were
+measured with. There are two tables: compression off (``figures``), and permessage-deflate on
+(``deflate_figures``: the libraries that have it, each with its default settings; raw-trio,
+the ceiling, without compression as ever; trio-websocket, which has none, as n/a).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from workloads import BULK_SIZE, COUNTED
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "websockets.trio"  # every figure is also given as a ratio to this one's
 CEILING = "raw-trio"  # and to this one's
+#: The libraries with permessage-deflate (RFC 7692), measured with it on in the second table.
+DEFLATING = ("trio_ws", "websockets.trio", "websockets.asyncio")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Measurement:
     memory: dict[str, dict[str, int]] = field(default_factory=dict[str, dict[str, int]])
     seconds: float = 0.0  # wall time, processes included
     error: str | None = None
+    deflate: bool = False  # permessage-deflate on (the library's defaults), else compression off
 
 
 # -- the figures ------------------------------------------------------------------------------
@@ -107,21 +113,62 @@ class Figure:
     peer: str
     values: list[float]
     failures: int
+    #: What the library ran with: "off", "deflate", or "unsupported" (a row of the deflate
+    #: table for a library without permessage-deflate: no values, reported as n/a).
+    compression: str = "off"
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.values) if self.values else None
 
 
+def _figure(metric: Metric, peer: str, mine: Sequence[Measurement], compression: str) -> Figure:
+    values = [v for m in mine if m.error is None and (v := metric.compute(m)) is not None]
+    return Figure(metric, peer, values, sum(m.error is not None for m in mine), compression)
+
+
 def figures(measurements: Sequence[Measurement], peers: Sequence[str]) -> list[Figure]:
+    """The table with compression off: every library measured so, metric by metric."""
     result = []
     for metric in METRICS:
         for peer in peers:
-            mine = [m for m in measurements if m.workload == metric.workload and m.peer == peer]
-            if not mine:
-                continue
-            values = [v for m in mine if m.error is None and (v := metric.compute(m)) is not None]
-            result.append(Figure(metric, peer, values, sum(m.error is not None for m in mine)))
+            mine = [
+                m
+                for m in measurements
+                if m.workload == metric.workload and m.peer == peer and not m.deflate
+            ]
+            if mine:
+                result.append(_figure(metric, peer, mine, "off"))
+    return result
+
+
+def deflate_figures(measurements: Sequence[Measurement], peers: Sequence[str]) -> list[Figure]:
+    """The table with permessage-deflate on; empty when nothing was measured with it.
+
+    The libraries in ``DEFLATING`` from their measurements with it; the ceiling from its own,
+    without compression (what a library on trio could at best reach stays the same); any other
+    library as unsupported (n/a), for each metric that has a measurement with deflate.
+    """
+    result = []
+    for metric in METRICS:
+        deflated = [m for m in measurements if m.workload == metric.workload and m.deflate]
+        if not deflated:
+            continue
+        for peer in peers:
+            if peer in DEFLATING:
+                mine = [m for m in deflated if m.peer == peer]
+                if mine:
+                    result.append(_figure(metric, peer, mine, "deflate"))
+            elif peer == CEILING:
+                mine = [
+                    m
+                    for m in measurements
+                    if m.workload == metric.workload and m.peer == peer and not m.deflate
+                ]
+                if mine:
+                    result.append(_figure(metric, peer, mine, "off"))
+            else:
+                result.append(Figure(metric, peer, [], 0, "unsupported"))
     return result
 
 
@@ -155,6 +202,8 @@ def table_rows(all_figures: Sequence[Figure]) -> list[list[str]]:
         if figure.values:
             median = _number(statistics.median(figure.values))
             spread = f"{_number(min(figure.values))}-{_number(max(figure.values))}"
+        elif figure.compression == "unsupported":
+            median, spread = "n/a", "no permessage-deflate"
         else:
             median, spread = "failed", ""
         if figure.failures:
@@ -284,31 +333,59 @@ EXPLANATION = (
     "(fanin: VmHWM after - VmRSS before; idle: VmRSS with all open - VmRSS before)."
 )
 
+PLAIN_TITLE = "Compression off"
+DEFLATE_TITLE = "permessage-deflate on"
+DEFLATE_EXPLANATION = (
+    "The same workloads with permessage-deflate (RFC 7692) on, client and server, each "
+    f"library with its default settings: {', '.join(DEFLATING)}. "
+    f"{CEILING} has no compression here either: the ceiling stays what a library on trio "
+    "could at best reach, and its figures are the ones of the table above. trio-websocket has "
+    "no permessage-deflate: n/a. rtt's, fanin's and idle's text messages compress, pipe's "
+    "64 bytes a little, bulk's random bytes not at all (it measures what trying costs). "
+    f"Ratios to {REFERENCE} compare it with deflate on too."
+)
+
 
 def markdown_report(
-    all_figures: Sequence[Figure], env: dict[str, Any], runs: int, counts: dict[str, int]
+    plain: Sequence[Figure],
+    deflated: Sequence[Figure],
+    env: dict[str, Any],
+    runs: int,
+    counts: dict[str, int],
 ) -> str:
-    parts = [
-        "\n".join(f"- {line}" for line in context_lines(env, runs, counts)),
-        markdown_table(all_figures),
-        EXPLANATION,
-    ]
-    goals = targets(all_figures)
-    if goals:
-        parts.append(
-            f"Targets for trio_ws (vs {REFERENCE}):\n" + "\n".join(f"- {g}" for g in goals)
-        )
+    """The context, then the table with compression off (with the targets) and the one with
+    permessage-deflate on, each when measured; titled when there are both."""
+    both = bool(plain) and bool(deflated)
+    parts = ["\n".join(f"- {line}" for line in context_lines(env, runs, counts))]
+    if plain:
+        if both:
+            parts.append(f"### {PLAIN_TITLE}")
+        parts += [markdown_table(plain), EXPLANATION]
+        goals = targets(plain)
+        if goals:
+            parts.append(
+                f"Targets for trio_ws (vs {REFERENCE}):\n" + "\n".join(f"- {g}" for g in goals)
+            )
+    if deflated:
+        if both:
+            parts.append(f"### {DEFLATE_TITLE}")
+        parts += [DEFLATE_EXPLANATION, markdown_table(deflated)]
+        if not plain:
+            parts.append(EXPLANATION)
     return "\n\n".join(parts)
 
 
 def rst_page(
-    all_figures: Sequence[Figure],
+    plain: Sequence[Figure],
+    deflated: Sequence[Figure],
     env: dict[str, Any],
     runs: int,
     counts: dict[str, int],
     command: str,
+    chart: str | None = None,
 ) -> str:
-    goals = targets(all_figures)
+    """The docs page: the context, the chart (``chart``: its path from the page, when drawn),
+    the table with compression off and its targets, the table with permessage-deflate on."""
     lines = [
         ".. Written by benchmarks/run.py --docs: do not edit, rerun the command this page gives.",
         "",
@@ -321,8 +398,10 @@ def rst_page(
         "prefix for a frame: what any WebSocket library on trio could at best reach. Each",
         "library talks to itself, its server and its client in two processes pinned to two",
         "cores, on 127.0.0.1; each runs with its defaults, keepalive pings included, except",
-        "compression (off) and the largest message (2 MiB). ``benchmarks/README.md`` in",
-        "the repository defines every workload and figure.",
+        "compression and the largest message (2 MiB). Compression is off in the first table;",
+        "the second has the libraries with permessage-deflate run with it on, with their",
+        "default settings. ``benchmarks/README.md`` in the repository defines every workload",
+        "and figure.",
         "",
         "Workloads: **rtt**, sequential echoes of a 32-byte text message on one connection;",
         "**pipe**, 64-byte binary messages sent by one task while another receives the",
@@ -342,13 +421,38 @@ def rst_page(
         "Results",
         "-------",
         "",
-        rst_table(all_figures),
-        "",
-        EXPLANATION,
-        "",
     ]
-    if goals:
-        lines += [f"Targets for trio_ws (vs {REFERENCE}):", "", *(f"- {g}" for g in goals), ""]
+    if chart:
+        columns = [
+            title
+            for title, table in (("compression off", plain), ("permessage-deflate on", deflated))
+            if table
+        ]
+        lines += [
+            f".. figure:: {chart}",
+            "   :width: 100%",
+            "   :alt: Grouped bar charts: for each workload, each library's rate as a ratio to",
+            f"         {CEILING}'s (1 is the ceiling), and the echo server's memory per",
+            f"         connection in KiB; {' and '.join(columns)}.",
+            "",
+            "   Each workload's rate as a ratio to raw-trio's (the dashed line at 1 is the",
+            "   ceiling; higher is faster), and the server's memory per connection (lower is",
+            "   better): the medians of the tables below.",
+            "",
+        ]
+    if plain:
+        if deflated:
+            lines += [PLAIN_TITLE, "~" * len(PLAIN_TITLE), ""]
+        lines += [rst_table(plain), "", EXPLANATION, ""]
+        goals = targets(plain)
+        if goals:
+            lines += [f"Targets for trio_ws (vs {REFERENCE}):", "", *(f"- {g}" for g in goals), ""]
+    if deflated:
+        if plain:
+            lines += [DEFLATE_TITLE, "~" * len(DEFLATE_TITLE), ""]
+        lines += [DEFLATE_EXPLANATION, "", rst_table(deflated), ""]
+        if not plain:
+            lines += [EXPLANATION, ""]
     return "\n".join(lines)
 
 

@@ -1,11 +1,13 @@
 """Benchmark trio_ws against its peers, each library against itself, in one run.
 
-Run it with ``python benchmarks/run.py`` (3 runs of everything, a Markdown table on stdout) or
-``python benchmarks/run.py --quick`` (1 run, smaller counts: a smoke test under a minute);
-``--help`` lists the options, ``benchmarks/README.md`` defines every figure.
+Run it with ``python benchmarks/run.py`` (3 runs of everything, two Markdown tables on stdout:
+compression off, then permessage-deflate on) or ``python benchmarks/run.py --quick`` (1 run,
+smaller counts: a smoke test under a minute); ``--help`` lists the options,
+``benchmarks/README.md`` defines every figure.
 
 How this works: for each run, workload and library (the libraries interleaved, in an order
-rotated from run to run and workload to workload), this process starts an echo server
+rotated from run to run and workload to workload; a library with permessage-deflate counts
+twice, compression off and deflate on), this process starts an echo server
 (``trio_peer.py`` or ``asyncio_peer.py --role server``, pinned to CPU 0 with taskset) and
 reads its port from its stdout, then starts a client (``--role client``, pinned to CPU 1)
 that warms up and says ``READY``. Here the server's memory is read from /proc (VmRSS,
@@ -14,12 +16,14 @@ VmHWM); ``GO`` on the client's stdin starts the timed part; the idle workload sa
 lets it close them. The client's last line is its result (JSON). Both processes are then
 ended by PID: SIGTERM, then SIGKILL. Every step is bounded by the measurement's time limit;
 a measurement that fails or overruns is reported as failed, its processes ended, and the run
-goes on. ``report.py`` turns the measurements into the table and the pages.
+goes on. ``report.py`` turns the measurements into the tables and the pages, ``chart.py``
+into the docs page's chart.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -36,8 +40,11 @@ from typing import IO, Any
 import trio
 from report import (
     CEILING,
+    DEFLATING,
     REFERENCE,
+    Figure,
     Measurement,
+    deflate_figures,
     environment,
     figures,
     markdown_report,
@@ -56,6 +63,11 @@ class Peer:
 
     name: str
     script: str
+    deflate: bool = False  # this measurement with permessage-deflate on
+
+    @property
+    def label(self) -> str:
+        return self.name + (" +deflate" if self.deflate else "")
 
 
 PEERS = [
@@ -67,6 +79,8 @@ PEERS = [
 ]
 
 SERVER_CPU, CLIENT_CPU = 0, 1
+#: Where --docs draws the chart, next to the page (``docs/_static/performance.svg``).
+CHART = Path("_static") / "performance.svg"
 LINE_LIMIT = 1_000_000  # bytes in one line from a peer; more is a broken peer
 END_GRACE = 5.0  # seconds between SIGTERM and SIGKILL, and after SIGKILL
 
@@ -147,8 +161,10 @@ def _tail(file: IO[bytes], lines: int = 12) -> str:
 
 async def measure(peer: Peer, workload: str, count: int, run: int, limit: float) -> Measurement:
     """Run one workload for one library: a fresh server, a fresh client, both ended after."""
-    measurement = Measurement(peer.name, workload, run, count)
+    measurement = Measurement(peer.name, workload, run, count, deflate=peer.deflate)
     base = [sys.executable, str(HERE / peer.script), "--lib", peer.name, "--workload", workload]
+    if peer.deflate:
+        base.append("--deflate")
     started = time.perf_counter()
     server: trio.Process | None = None
     client: trio.Process | None = None
@@ -223,7 +239,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     peer_names = [peer.name for peer in PEERS]
     parser = argparse.ArgumentParser(
         description="Benchmark trio_ws against websockets.trio, trio-websocket, "
-        "websockets.asyncio and raw TCP on trio; print a Markdown table."
+        "websockets.asyncio and raw TCP on trio, compression off and permessage-deflate on; "
+        "print Markdown tables."
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 run with small counts: a smoke test, under 1 min"
@@ -244,12 +261,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"workloads to run (default all: {','.join(WORKLOADS)})",
     )
     parser.add_argument(
+        "--deflate",
+        choices=["both", "off", "only"],
+        default="both",
+        help="both (default): every library with compression off, then those with "
+        "permessage-deflate with it on; off: the first table only; only: the second only "
+        f"(with {CEILING}, without compression, as its ceiling)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         help="seconds allowed for one measurement, processes included (default 300; quick: 60)",
     )
     parser.add_argument("--json", metavar="PATH", help="write every measurement and figure here")
-    parser.add_argument("--docs", metavar="PATH", help="write the docs page (performance.rst)")
+    parser.add_argument(
+        "--docs",
+        metavar="PATH",
+        help=f"write the docs page (performance.rst), and its chart in {CHART} beside it "
+        "(needs matplotlib: the bench extra)",
+    )
     parser.add_argument(
         "--readme", metavar="PATH", help="replace the results section of this README"
     )
@@ -260,7 +290,22 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--runs must be at least 1")
     if args.timeout is None:
         args.timeout = 60.0 if args.quick else 300.0
+    if args.docs and importlib.util.find_spec("matplotlib") is None:
+        # Before the run, not after minutes of it: the page shows the chart.
+        parser.error("--docs draws a chart with matplotlib: pip install -e '.[bench]'")
     return args
+
+
+def variants(peers: Sequence[Peer], deflate: str) -> list[Peer]:
+    """What each run measures for ``--deflate``: the libraries with compression off, then those
+    with permessage-deflate with it on (with "only", the ceiling still runs, off)."""
+    plain = [p for p in peers if deflate != "only" or p.name == CEILING]
+    deflated = [
+        Peer(p.name, p.script, deflate=True)
+        for p in peers
+        if deflate != "off" and p.name in DEFLATING
+    ]
+    return plain + deflated
 
 
 async def run_all(
@@ -276,12 +321,29 @@ async def run_all(
                 measurements.append(m)
                 status = "FAILED: " + (m.error or "").splitlines()[0] if m.error else "ok"
                 print(
-                    f"run {run + 1}/{args.runs} {workload:<9} {peer.name:<18} "
+                    f"run {run + 1}/{args.runs} {workload:<9} {peer.label:<27} "
                     f"{m.seconds:6.1f} s  {status}",
                     file=sys.stderr,
                     flush=True,
                 )
     return measurements
+
+
+def _figures_json(table: Sequence[Figure]) -> list[dict[str, Any]]:
+    return [
+        {
+            "workload": f.metric.workload,
+            "metric": f.metric.key,
+            "library": f.peer,
+            "compression": f.compression,
+            "values": f.values,
+            "failures": f.failures,
+            "median": f.median,
+            "ratio_to_" + REFERENCE: ratio(f, table, REFERENCE),
+            "ratio_to_" + CEILING: ratio(f, table, CEILING),
+        }
+        for f in table
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,42 +359,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     env = environment(pinning)
     started = time.perf_counter()
-    measurements = trio.run(run_all, peers, workloads, counts, args)
+    measurements = trio.run(run_all, variants(peers, args.deflate), workloads, counts, args)
     env["seconds"] = round(time.perf_counter() - started, 1)
     env["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
-    all_figures = figures(measurements, [peer.name for peer in peers])
+    names = [peer.name for peer in peers]
+    # With --deflate only, raw-trio ran without compression as the deflate table's ceiling only.
+    plain = figures(measurements, names) if args.deflate != "only" else []
+    deflated = deflate_figures(measurements, names)
 
-    report = markdown_report(all_figures, env, args.runs, counts)
+    report = markdown_report(plain, deflated, env, args.runs, counts)
     print(report)
     failed = [m for m in measurements if m.error]
     for m in failed:
-        print(f"\nFAILED: {m.workload}, {m.peer}, run {m.run + 1}:\n{m.error}", file=sys.stderr)
+        label = m.peer + (" +deflate" if m.deflate else "")
+        print(f"\nFAILED: {m.workload}, {label}, run {m.run + 1}:\n{m.error}", file=sys.stderr)
     print(f"\ntotal {env['seconds']} s", file=sys.stderr)
 
+    data = {
+        "command": command,
+        "environment": env,
+        "runs": args.runs,
+        "counts": counts,
+        "figures": _figures_json(plain),  # compression off
+        "figures_deflate": _figures_json(deflated),  # permessage-deflate on; [] if not run
+        "measurements": [asdict(m) for m in measurements],
+    }
     if args.json:
-        data = {
-            "command": command,
-            "environment": env,
-            "runs": args.runs,
-            "counts": counts,
-            "figures": [
-                {
-                    "workload": f.metric.workload,
-                    "metric": f.metric.key,
-                    "library": f.peer,
-                    "values": f.values,
-                    "failures": f.failures,
-                    "median": f.median,
-                    "ratio_to_" + REFERENCE: ratio(f, all_figures, REFERENCE),
-                    "ratio_to_" + CEILING: ratio(f, all_figures, CEILING),
-                }
-                for f in all_figures
-            ],
-            "measurements": [asdict(m) for m in measurements],
-        }
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if args.docs:
-        page = rst_page(all_figures, env, args.runs, counts, command)
+        # Imported here: matplotlib is needed for the docs page only (checked in _parse_args).
+        import chart
+
+        chart.draw(data, Path(args.docs).parent / CHART)
+        page = rst_page(plain, deflated, env, args.runs, counts, command, CHART.as_posix())
         Path(args.docs).write_text(page, encoding="utf-8")
     if args.readme:
         update_readme(Path(args.readme), report, command)

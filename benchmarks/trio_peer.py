@@ -6,7 +6,9 @@ runs the workload against that server (``workloads.py`` has the line protocol). 
 both, each pinned to its own core. Servers run until run.py ends them (SIGTERM).
 
 Every library runs with its defaults but for compression (off) and the largest message
-(``MAX_SIZE``); keepalive pings stay as each library has them by default.
+(``MAX_SIZE``); keepalive pings stay as each library has them by default. With ``--deflate``,
+trio_ws and websockets.trio run with permessage-deflate on, with their default settings
+(``compression="deflate"``); trio-websocket has no compression, and raw-trio none either.
 
 ``raw-trio`` is the ceiling: no WebSocket at all, a message is a 4-byte big-endian header
 (the top bit marks text, the rest is the length) and the payload. Its "opening handshake" is
@@ -21,6 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 import trio
 import trio_websocket
@@ -31,13 +34,19 @@ from workloads import HOST, MAX_SIZE, Channel, Data
 
 import trio_ws
 
+#: What a library is given for ``compression``: "deflate" with --deflate, None otherwise.
+Compression = Literal["deflate"] | None
+
 
 @dataclass(frozen=True)
 class Library:
     """An echo server and a client connection of one library."""
 
-    start_server: Callable[[trio.Nursery], Awaitable[int]]  # serve in the nursery; the port
-    connect: Callable[[int], AbstractAsyncContextManager[Channel]]
+    #: Serve in the nursery, with this compression; return the port.
+    start_server: Callable[[trio.Nursery, Compression], Awaitable[int]]
+    #: Connect to this port, with this compression.
+    connect: Callable[[int, Compression], AbstractAsyncContextManager[Channel]]
+    deflate: bool = True  # has permessage-deflate
 
 
 # -- trio_ws ---------------------------------------------------------------------------------
@@ -48,17 +57,20 @@ async def trio_ws_echo(ws: trio_ws.ServerConnection) -> None:
         await ws.send(message)
 
 
-async def trio_ws_server(nursery: trio.Nursery) -> int:
+async def trio_ws_server(nursery: trio.Nursery, compression: Compression) -> int:
     server: trio_ws.Server = await nursery.start(
-        partial(trio_ws.serve, trio_ws_echo, HOST, 0, compression=None, max_size=MAX_SIZE)
+        partial(trio_ws.serve, trio_ws_echo, HOST, 0, compression=compression, max_size=MAX_SIZE)
     )
     return server.port
 
 
 @asynccontextmanager
-async def trio_ws_connect(port: int) -> AsyncGenerator[Channel, None]:
+async def trio_ws_connect(port: int, compression: Compression) -> AsyncGenerator[Channel, None]:
     uri = f"ws://{HOST}:{port}/"
-    async with trio_ws.connect(uri, compression=None, max_size=MAX_SIZE, proxy=None) as ws:
+    async with trio_ws.connect(uri, compression=compression, max_size=MAX_SIZE, proxy=None) as ws:
+        assert ws.response is not None  # set by the opening handshake
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+        workloads.check_compression(extensions, compression is not None)
         yield Channel(ws.send, ws.recv)
 
 
@@ -70,14 +82,14 @@ async def websockets_echo(ws: websockets.trio.server.ServerConnection) -> None:
         await ws.send(message)
 
 
-async def websockets_server(nursery: trio.Nursery) -> int:
+async def websockets_server(nursery: trio.Nursery, compression: Compression) -> int:
     server: websockets.trio.server.Server = await nursery.start(
         partial(
             websockets.trio.server.serve,
             websockets_echo,
             0,
             host=HOST,
-            compression=None,
+            compression=compression,
             max_size=MAX_SIZE,
         )
     )
@@ -86,13 +98,16 @@ async def websockets_server(nursery: trio.Nursery) -> int:
 
 
 @asynccontextmanager
-async def websockets_connect(port: int) -> AsyncGenerator[Channel, None]:
+async def websockets_connect(port: int, compression: Compression) -> AsyncGenerator[Channel, None]:
     async with websockets.trio.client.connect(
         f"ws://{HOST}:{port}/",
-        compression=None,
+        compression=compression,
         max_size=MAX_SIZE,
         proxy=None,  # never let a proxy from the environment into a loopback benchmark
     ) as ws:
+        assert ws.response is not None  # set by the opening handshake
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+        workloads.check_compression(extensions, compression is not None)
         yield Channel(ws.send, ws.recv)
 
 
@@ -108,7 +123,7 @@ async def trio_websocket_echo(request: trio_websocket.WebSocketRequest) -> None:
         pass
 
 
-async def trio_websocket_server(nursery: trio.Nursery) -> int:
+async def trio_websocket_server(nursery: trio.Nursery, compression: Compression) -> int:
     server: trio_websocket.WebSocketServer = await nursery.start(
         partial(
             trio_websocket.serve_websocket,
@@ -123,7 +138,9 @@ async def trio_websocket_server(nursery: trio.Nursery) -> int:
 
 
 @asynccontextmanager
-async def trio_websocket_connect(port: int) -> AsyncGenerator[Channel, None]:
+async def trio_websocket_connect(
+    port: int, compression: Compression
+) -> AsyncGenerator[Channel, None]:
     uri = f"ws://{HOST}:{port}/"
     async with trio_websocket.open_websocket_url(uri, max_message_size=MAX_SIZE) as ws:
         yield Channel(ws.send_message, ws.get_message)
@@ -183,7 +200,7 @@ async def raw_echo(stream: trio.SocketStream) -> None:
         await stream.aclose()
 
 
-async def raw_server(nursery: trio.Nursery) -> int:
+async def raw_server(nursery: trio.Nursery, compression: Compression) -> int:
     listeners = await trio.open_tcp_listeners(0, host=HOST)
     nursery.start_soon(trio.serve_listeners, raw_echo, listeners)
     port: int = listeners[0].socket.getsockname()[1]
@@ -191,7 +208,7 @@ async def raw_server(nursery: trio.Nursery) -> int:
 
 
 @asynccontextmanager
-async def raw_connect(port: int) -> AsyncGenerator[Channel, None]:
+async def raw_connect(port: int, compression: Compression) -> AsyncGenerator[Channel, None]:
     stream = await trio.open_tcp_stream(HOST, port)
     try:
         channel = RawChannel(stream)
@@ -212,8 +229,8 @@ async def raw_connect(port: int) -> AsyncGenerator[Channel, None]:
 LIBRARIES = {
     "trio_ws": Library(trio_ws_server, trio_ws_connect),
     "websockets.trio": Library(websockets_server, websockets_connect),
-    "trio-websocket": Library(trio_websocket_server, trio_websocket_connect),
-    "raw-trio": Library(raw_server, raw_connect),
+    "trio-websocket": Library(trio_websocket_server, trio_websocket_connect, deflate=False),
+    "raw-trio": Library(raw_server, raw_connect, deflate=False),
 }
 
 
@@ -235,19 +252,21 @@ class TrioRuntime:
         return await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
 
 
-async def serve(library: Library) -> None:
+async def serve(library: Library, compression: Compression) -> None:
     async with trio.open_nursery() as nursery:
-        workloads.announce_port(await library.start_server(nursery))
+        workloads.announce_port(await library.start_server(nursery, compression))
         await trio.sleep_forever()
 
 
 def main() -> None:
-    args = workloads.peer_arguments(LIBRARIES)
+    deflating = [name for name, library in LIBRARIES.items() if library.deflate]
+    args = workloads.peer_arguments(LIBRARIES, deflating)
     library = LIBRARIES[args.lib]
+    compression: Compression = "deflate" if args.deflate else None
     if args.role == "server":
-        trio.run(serve, library)
+        trio.run(serve, library, compression)
     else:
-        connect = partial(library.connect, args.port)
+        connect = partial(library.connect, args.port, compression)
         trio.run(workloads.run_client, TrioRuntime(), connect, args.workload, args.count)
 
 

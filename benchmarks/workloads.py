@@ -328,17 +328,38 @@ def announce_port(port: int) -> None:
     print(f"PORT {port}", flush=True)
 
 
-def peer_arguments(libraries: Collection[str]) -> argparse.Namespace:
-    """Parse a peer's command line (run.py writes it) and raise its open-file limit."""
+def check_compression(extensions: str | None, deflate: bool) -> None:
+    """Fail the client unless its handshake did what was asked: permessage-deflate agreed when
+    ``deflate``, no extension at all otherwise. ``extensions`` is the response's
+    Sec-WebSocket-Extensions header (None when absent)."""
+    agreed = extensions is not None and "permessage-deflate" in extensions
+    if agreed != deflate or (not deflate and extensions):
+        wanted = "permessage-deflate" if deflate else "no extension"
+        raise AssertionError(f"asked for {wanted}, the server answered {extensions!r}")
+
+
+def peer_arguments(
+    libraries: Collection[str], deflating: Collection[str] = ()
+) -> argparse.Namespace:
+    """Parse a peer's command line (run.py writes it) and raise its open-file limit.
+
+    ``deflating``: the libraries that may run with ``--deflate`` (permessage-deflate on, with
+    the library's default settings).
+    """
     parser = argparse.ArgumentParser(description="One benchmark peer: an echo server or a client.")
     parser.add_argument("--lib", required=True, choices=sorted(libraries))
     parser.add_argument("--role", required=True, choices=["server", "client"])
     parser.add_argument("--workload", required=True, choices=WORKLOADS)
     parser.add_argument("--count", type=int, default=1, help="see COUNTED in workloads.py")
     parser.add_argument("--port", type=int, help="the server's port (client only)")
+    parser.add_argument(
+        "--deflate", action="store_true", help="permessage-deflate on (default: compression off)"
+    )
     args = parser.parse_args()
     if args.role == "client" and args.port is None:
         parser.error("a client needs --port")
+    if args.deflate and args.lib not in deflating:
+        parser.error(f"{args.lib} has no permessage-deflate")
     if args.count < 1:
         parser.error("--count must be at least 1")
     raise_open_file_limit()
