@@ -19,7 +19,7 @@ import reprlib
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from ._closing import SENDABLE_CODES
 from .http import Headers, HeadersLike
@@ -28,6 +28,7 @@ __all__ = [
     "ConnectionOptions",
     "HandshakeOptions",
     "LoggerLike",
+    "SharedOptions",
     "call_options",
     "check_close_code",
     "check_timeout",
@@ -67,6 +68,22 @@ class HandshakeOptions:
     compression: str | None
     subprotocols: tuple[str, ...]
     headers: Headers  # the additional headers, each one valid on the wire
+
+
+class SharedOptions(TypedDict, total=False):
+    """The options that connect() and serve() both take, with the same meaning: the base of
+    ``client.ConnectOptions``, ``server.ServeOptions`` and ``testing.CommonOptions``."""
+
+    open_timeout: float | None
+    close_timeout: float | None
+    ping_interval: float | None
+    ping_timeout: float | None
+    max_size: int | tuple[int | None, int | None] | None
+    max_queue: int | tuple[int | None, int | None] | None
+    write_limit: int | tuple[int, int | None]
+    compression: str | None
+    subprotocols: Sequence[str] | None
+    logger: LoggerLike | None
 
 
 def connection_options(

@@ -26,12 +26,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequ
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, NoReturn, TypedDict, Unpack, cast
+from typing import Any, Literal, NoReturn, Unpack, cast
 
 import trio
 
 from ._handshake import ClientHandshake, Opened
-from ._options import HandshakeOptions, call_options, header_option
+from ._options import HandshakeOptions, SharedOptions, call_options, header_option
 from ._proxy import Proxy, open_proxied_stream, parse_proxy, proxy_for
 from ._session import session
 from ._uri import WebSocketURI, parse_uri
@@ -139,7 +139,7 @@ def process_exception(exc: Exception) -> Exception | None:
     return exc
 
 
-class ConnectOptions(TypedDict, total=False):
+class ConnectOptions(SharedOptions, total=False):
     """The options of :class:`connect`, which :func:`connect_in` and :func:`unix_connect`
     take too, with the same meaning."""
 
@@ -154,18 +154,8 @@ class ConnectOptions(TypedDict, total=False):
     origin: str | None
     process_exception: Callable[[Exception], Exception | None]
     backoff: Backoff
-    open_timeout: float | None
-    close_timeout: float | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    max_size: int | tuple[int | None, int | None] | None
-    max_queue: int | tuple[int | None, int | None] | None
-    write_limit: int | tuple[int, int | None]
-    compression: str | None
-    subprotocols: Sequence[str] | None
     additional_headers: HeadersLike | None
     user_agent_header: str | None
-    logger: LoggerLike | None
 
 
 class connect:

@@ -27,7 +27,7 @@ import re
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias, TypedDict, TypeVar, Unpack, cast
+from typing import TypeAlias, TypeVar, Unpack, cast
 
 import trio
 
@@ -37,6 +37,7 @@ from ._keepalive import KeepaliveTimer
 from ._listening import describe, open_tcp_listeners, open_unix_listener, port_of
 from ._options import (
     ConnectionOptions,
+    SharedOptions,
     call_options,
     check_close_code,
     check_timeout,
@@ -944,7 +945,7 @@ def _given_listeners(
     return given
 
 
-class ServeOptions(TypedDict, total=False):
+class ServeOptions(SharedOptions, total=False):
     """The options of :func:`serve` that :func:`unix_serve` takes too, with the same meaning."""
 
     ssl: ssl_module.SSLContext | None
@@ -954,18 +955,8 @@ class ServeOptions(TypedDict, total=False):
     origins: Sequence[Origin] | None
     max_connections: int | None
     trusted_proxies: Sequence[str] | None
-    open_timeout: float | None
-    close_timeout: float | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    max_size: int | tuple[int | None, int | None] | None
-    max_queue: int | tuple[int | None, int | None] | None
-    write_limit: int | tuple[int, int | None]
-    compression: str | None
-    subprotocols: Sequence[str] | None
     additional_headers: HeadersLike | None
     server_header: str | None
-    logger: LoggerLike | None
 
 
 async def unix_serve(

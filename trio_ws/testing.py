@@ -17,21 +17,21 @@ never reached through the transport, and both addresses of every connection are 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Unpack, cast
 
 import trio
 import trio.testing
 
 from . import _groups
 from . import client as _client
+from ._options import SharedOptions
 from .client import ClientConnection, ConnectOptions
 from .server import ServeOptions, Server, ServerConnection, serve
 
 if TYPE_CHECKING:
-    from .connection import LoggerLike
     from .server import Handler
 
 __all__ = [
@@ -260,20 +260,11 @@ async def serving(
         await server.aclose()
 
 
-class CommonOptions(TypedDict, total=False):
+class CommonOptions(SharedOptions, total=False):
     """The options of :func:`connection_pair` that apply to both sides, with the meaning
-    :func:`~trio_ws.serve` and :class:`~trio_ws.connect` give them."""
-
-    open_timeout: float | None
-    close_timeout: float | None
-    ping_interval: float | None
-    ping_timeout: float | None
-    max_size: int | tuple[int | None, int | None] | None
-    max_queue: int | tuple[int | None, int | None] | None
-    write_limit: int | tuple[int, int | None]
-    compression: str | None
-    subprotocols: Sequence[str] | None
-    logger: LoggerLike | None
+    :func:`~trio_ws.serve` and :class:`~trio_ws.connect` give them: ``open_timeout``,
+    ``close_timeout``, ``ping_interval``, ``ping_timeout``, ``max_size``, ``max_queue``,
+    ``write_limit``, ``compression``, ``subprotocols`` and ``logger``."""
 
 
 @asynccontextmanager
