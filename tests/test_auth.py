@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import trustme
 
 import trio_ws
 from trio_ws._options import connection_options
@@ -418,25 +417,6 @@ async def test_a_process_request_of_ones_own_can_await_the_hook() -> None:
 
 
 # -- TLS -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def test_basic_auth_over_tls(

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-import trustme
 
 import trio_ws
 from tests.conftest import open_fds
@@ -411,25 +410,6 @@ async def test_peer_that_stops_reading_blocks_send_and_keepalive_aborts_with_101
 
 
 # -- 6. a TLS peer that truncates the stream -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def test_tls_client_truncating_mid_frame_fails_recv_with_1006(

@@ -29,7 +29,7 @@ import trio_ws
 from tests.conftest import open_fds
 from tests.raw_peer import Seen, run_server
 from tests.sweeping import SWEPT, CancelAfterSteps
-from tests.test_client import live_tasks, read_request
+from tests.test_client import live_tasks, no_leaks, read_request
 from trio_ws import _yielding
 from trio_ws.client import ClientConnection
 from trio_ws.exceptions import (
@@ -190,15 +190,6 @@ async def first(connector: trio_ws.connect) -> ClientConnection:
     async for ws in connector:
         return ws
     raise AssertionError("the loop ended")  # pragma: no cover
-
-
-@contextmanager
-def no_leaks() -> Iterator[None]:
-    """Assert that the block leaves as many open fds and live tasks (system tasks included)
-    as it found; the block waits for whatever it closed."""
-    fds, tasks = open_fds(), live_tasks()
-    yield
-    assert (open_fds(), live_tasks()) == (fds, tasks)
 
 
 # -- 1. a server restarted under the loop -----------------------------------------------------
@@ -369,25 +360,6 @@ def test_connect_rejects_a_backoff_of_the_wrong_type() -> None:
 
 
 # -- 3. what is retried ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def test_default_retries_a_refused_connection(

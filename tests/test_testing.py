@@ -417,11 +417,6 @@ async def test_serving_with_a_wrong_option_raises_it_on_entering() -> None:
             pass  # pragma: no cover
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @both_clocks
 async def test_serving_with_ssl_runs_tls_over_memory(ca: trustme.CA) -> None:
     """ssl= on both sides: TLS over the memory streams, wss:// for MemoryServer.connect(),
