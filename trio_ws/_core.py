@@ -47,7 +47,7 @@ from ._protocol import (
     Protocol,
 )
 from ._reader import Reader
-from ._writer import Writer
+from ._writer import Writer, close_stream
 from ._yielding import schedule_point
 from .exceptions import ConnectionClosed, WebSocketError
 
@@ -191,8 +191,7 @@ class Core:
 
     async def give_up(self) -> None:
         """Close at once, after a bounded wait for our close frame to go out. Never raises."""
-        with trio.move_on_after(self.options.close_timeout, shield=True):
-            await self.writer.drain()
+        await self._flush()
         self.reader.scope.cancel()
         await self.finish()
 
@@ -248,8 +247,7 @@ class Core:
         if self.is_closed:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        with trio.CancelScope(shield=True):  # bounded: aclose_forcefully never blocks
-            await trio.aclose_forcefully(self.stream)
+        await close_stream(self.stream)
         self.is_closed = True
         if self._closed is not None:
             self._closed.set()
@@ -322,10 +320,16 @@ class Core:
 
     async def _reader_finished(self) -> None:
         """Reading is over: flush what is queued (a close frame), bounded, then close."""
-        if self.state is not State.CLOSED and not self.writer.lost:
+        if self.state is not State.CLOSED:
+            await self._flush()
+        await self.finish()
+
+    async def _flush(self) -> None:
+        """Wait for what is queued (a close frame) to go out, shielded, bounded by
+        ``close_timeout``: no cancel scope when the socket took it all already."""
+        if self.writer.buffered and not self.writer.lost:
             with trio.move_on_after(self.options.close_timeout, shield=True):
                 await self.writer.drain()
-        await self.finish()
 
     def _write_failed(self, exc: BaseException) -> None:
         self.record_failure(1006, "connection lost", exc)

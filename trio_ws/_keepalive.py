@@ -60,8 +60,8 @@ class KeepaliveTimer:
         self._logger = logger if logger is not None else logging.getLogger("trio_ws")
         self._heap: list[tuple[float, int, Timed]] = []
         self._order = itertools.count()  # ties keep their order; Timed is never compared
-        self._wakeup: trio.CancelScope | None = None
-        self._scope = trio.CancelScope()
+        self._wakeup: trio.CancelScope | None = None  # the wait for the next due time
+        self._stopped = False
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timed:
         """Call ``callback`` at ``when`` (trio time)."""
@@ -72,23 +72,26 @@ class KeepaliveTimer:
         return timed
 
     def stop(self) -> None:
-        self._scope.cancel()
+        self._stopped = True
+        if self._wakeup is not None:
+            self._wakeup.cancel()
 
     async def run(self) -> None:
         heap = self._heap
-        with self._scope:
-            while True:
-                with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wakeup:
-                    self._wakeup = wakeup
-                    await trio.sleep_forever()
-                self._wakeup = None
-                now = trio.current_time()
-                while heap and heap[0][0] <= now:
-                    timed = heapq.heappop(heap)[2]
-                    try:
-                        timed.fire()
-                    except Exception:
-                        self._logger.exception("internal error in a keepalive callback: %r", timed)
+        while not self._stopped:
+            # One cancel scope per wait, which stop() cancels too: a client's connection runs
+            # a timer of its own, so this is on every connection's way.
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wakeup:
+                self._wakeup = wakeup
+                await trio.sleep_forever()
+            self._wakeup = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now and not self._stopped:
+                timed = heapq.heappop(heap)[2]
+                try:
+                    timed.fire()
+                except Exception:
+                    self._logger.exception("internal error in a keepalive callback: %r", timed)
 
 
 class Keepalive:

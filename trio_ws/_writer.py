@@ -26,7 +26,7 @@ import trio
 if TYPE_CHECKING:
     from .stats import Stats
 
-__all__ = ["Writer", "plain_socket"]
+__all__ = ["Writer", "close_stream", "plain_socket"]
 
 # Bytes the drain task joins into one write to a stream that is not a plain socket.
 _STREAM_CHUNK = 256 * 1024
@@ -39,6 +39,20 @@ def plain_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     if sys.platform == "win32" or not isinstance(stream, trio.SocketStream):
         return None
     return stream.socket
+
+
+async def close_stream(stream: trio.abc.Stream) -> None:
+    """Close ``stream`` at once; never raises Cancelled.
+
+    :func:`trio.aclose_forcefully`, without its cancelled scope and the Cancelled it catches
+    for a plain socket stream, whose ``aclose()`` only closes the socket.
+    """
+    if type(stream) is trio.SocketStream:
+        stream.socket.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return
+    with trio.CancelScope(shield=True):
+        await trio.aclose_forcefully(stream)
 
 
 class Writer:

@@ -44,6 +44,7 @@ from ._options import (
     header_option,
 )
 from ._session import session
+from ._writer import close_stream
 from ._version import __version__
 from .connection import Address, Connection, LoggerLike
 from .exceptions import ConnectionClosed, InvalidHandshake
@@ -457,7 +458,7 @@ class Server:
                         extra={"websocket": ws},
                     )
             finally:
-                await trio.aclose_forcefully(stream)
+                await close_stream(stream)
         except Exception:
             # A bug in trio_ws (the handler's own exceptions never get here): it ends this
             # connection only.
