@@ -648,6 +648,50 @@ async def test_keepalive_timeout_reaches_a_peer_that_stopped_reading(
         assert other.close_code == 1011
 
 
+def with_socket_peer(side: str, **options: Any) -> tuple[Connection, Peer]:
+    """Our connection on ``side`` and a hand-driven peer, over a socket pair: a plain socket
+    stream, which the reader reads directly."""
+    ours, theirs = trio.socket.socketpair()
+    client_ws, server_ws = open_wsproto()
+    ws, peer_ws = (client_ws, server_ws) if side == "client" else (server_ws, client_ws)
+    stream, peer_stream = trio.SocketStream(ours), trio.SocketStream(theirs)
+    return new_connection(side, stream, ws, **options), Peer(peer_stream, peer_ws)
+
+
+@pytest.mark.parametrize("waiting", ["idle", "in recv", "queue full"])
+async def test_keepalive_over_a_socket_is_timed_by_the_reader_wherever_it_waits(
+    side: str, waiting: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Over a plain socket the reader task hosts the connection's keepalive timer, with no
+    task of its own: rounds start at their exact times whether the reader watches the socket
+    (the application elsewhere), is parked (the application in recv()) or waits for room in
+    a full queue, where the pong stays unread behind the messages and the peer is alive."""
+    this, peer = with_socket_peer(side, ping_interval=5, ping_timeout=3, max_queue=1)
+    ping_times: list[float] = []
+
+    async def answer_pings() -> None:
+        while isinstance(event := await peer.receive(), Ping):
+            ping_times.append(trio.current_time())
+            await trio.sleep(2.5)  # slow, but within ping_timeout
+            await peer.send(event.response())
+
+    async with session(this), trio.open_nursery() as nursery:
+        assert this._core.tasks is not None  # pyright: ignore[reportPrivateUsage]
+        assert len(this._core.tasks.child_tasks) == 1  # pyright: ignore[reportPrivateUsage]
+        if waiting == "queue full":
+            await peer.send(TextMessage(data="one"), TextMessage(data="two"))
+        nursery.start_soon(answer_pings)
+        if waiting == "in recv":
+            with trio.move_on_after(30):
+                await this.recv()
+        else:
+            await trio.sleep(30)
+        assert this.state is State.OPEN
+        nursery.cancel_scope.cancel()
+    await peer.stream.aclose()
+    assert ping_times == ([5.0] if waiting == "queue full" else [5.0, 12.5, 20.0, 27.5])
+
+
 # -- closing -------------------------------------------------------------------------------
 
 

@@ -14,8 +14,8 @@ exits. By concern:
   them and by a drain task otherwise. Queueing never blocks, so no cancellation cuts a frame.
 - ``_closing.py``: the close frames and the first failure, which decide what every later call
   raises and what our close frame says.
-- ``_keepalive.py``: a timer (one per server, or one per client connection) starts a ping
-  round every ``ping_interval``.
+- ``_keepalive.py``: a timer (a server's task for all its connections, or a client
+  connection's own, hosted by its reader) starts a ping round every ``ping_interval``.
 
 The reader and the drain task run in shielded cancel scopes, so that a cancelled body can still
 send its close frame and read the peer's; ``close_timeout`` bounds that, then they are
@@ -395,11 +395,14 @@ class Session:
         self._manager = trio.open_nursery()
         nursery = await self._manager.__aenter__()
         try:
-            core.start(nursery, keepalive)
             if core.options.ping_interval is not None and keepalive is None:
-                self._own_timer = KeepaliveTimer(core.logger)
-                nursery.start_soon(self._own_timer.run)
-                core.start_keepalive(self._own_timer)
+                # A timer of this connection's own: its reader hosts it over a plain socket,
+                # a task of its own runs it otherwise.
+                keepalive = KeepaliveTimer(core.logger)
+                if not core.reader.host_timer(keepalive):
+                    self._own_timer = keepalive
+                    nursery.start_soon(keepalive.run)
+            core.start(nursery, keepalive)
         except BaseException as exc:  # a bug: leave the nursery with it, as async with would
             await self._leave(exc, None)
             raise  # pragma: no cover - _leave() raised already

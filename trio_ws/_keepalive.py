@@ -2,7 +2,8 @@
 
 How this works: a connection that waits for its next keepalive ping is an entry in a
 ``KeepaliveTimer``'s heap, not a sleeping task of its own (a task costs about 4 KiB). A server
-runs one timer for all its connections, a client one for its connection. When an entry falls
+runs one timer task for all its connections; a client connection's timer is hosted by its
+reader task, in the waits it makes anyway (over TLS, by a task of its own). When an entry falls
 due, the timer calls its callback, which starts that connection's ping round as a short-lived
 task in the connection's own nursery; the round adds the next entry when it ends.
 
@@ -50,17 +51,23 @@ class Timed:
 
 
 class KeepaliveTimer:
-    """Calls callbacks when they fall due, from one task: ``run()``, until ``stop()``.
+    """Calls callbacks when they fall due, from one task, until ``stop()``.
+
+    Either ``run()`` is that task (a server's timer, for all its connections), or the task
+    hosts the timer in its own waits: each wait in :meth:`wait_scope`, then :meth:`fire_due`
+    (a client's reader, which saves a task per connection).
 
     Callbacks must not block or raise: they start tasks. One that raises is logged as an
     internal error on ``logger`` (default: the ``trio_ws`` logger), and the others still run.
     """
 
+    __slots__ = ("_heap", "_logger", "_order", "_stopped", "_wakeup")
+
     def __init__(self, logger: LoggerLike | None = None) -> None:
         self._logger = logger if logger is not None else logging.getLogger("trio_ws")
         self._heap: list[tuple[float, int, Timed]] = []
         self._order = itertools.count()  # ties keep their order; Timed is never compared
-        self._wakeup: trio.CancelScope | None = None  # the wait for the next due time
+        self._wakeup: trio.CancelScope | None = None  # the current wait for the next due time
         self._stopped = False
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timed:
@@ -72,26 +79,39 @@ class KeepaliveTimer:
         return timed
 
     def stop(self) -> None:
+        """Fire nothing more, and end ``run()``."""
         self._stopped = True
+        self._heap.clear()
         if self._wakeup is not None:
             self._wakeup.cancel()
 
-    async def run(self) -> None:
+    def wait_scope(self) -> trio.CancelScope:
+        """A cancel scope for one wait of the hosting task, due when the next callback is;
+        :meth:`call_at` brings its deadline forward. Call :meth:`fire_due` after the wait."""
         heap = self._heap
+        self._wakeup = trio.CancelScope(deadline=heap[0][0] if heap else math.inf)
+        return self._wakeup
+
+    def fire_due(self) -> None:
+        """Call the callbacks that are due."""
+        self._wakeup = None
+        heap = self._heap
+        if not heap:
+            return
+        now = trio.current_time()
+        while heap and heap[0][0] <= now and not self._stopped:
+            timed = heapq.heappop(heap)[2]
+            try:
+                timed.fire()
+            except Exception:
+                self._logger.exception("internal error in a keepalive callback: %r", timed)
+
+    async def run(self) -> None:
+        """Host the timer in a task of its own, until ``stop()``."""
         while not self._stopped:
-            # One cancel scope per wait, which stop() cancels too: a client's connection runs
-            # a timer of its own, so this is on every connection's way.
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as wakeup:
-                self._wakeup = wakeup
+            with self.wait_scope():
                 await trio.sleep_forever()
-            self._wakeup = None
-            now = trio.current_time()
-            while heap and heap[0][0] <= now and not self._stopped:
-                timed = heapq.heappop(heap)[2]
-                try:
-                    timed.fire()
-                except Exception:
-                    self._logger.exception("internal error in a keepalive callback: %r", timed)
+            self.fire_due()
 
 
 class Keepalive:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._inbox import Inbox
+from ._keepalive import KeepaliveTimer
 from ._writer import plain_socket
 from ._yielding import resumed, schedule_point
 
@@ -59,6 +60,7 @@ class Reader:
         "_socket",
         "_stream",
         "_take_in",
+        "_timer",
         "_watch",
         "scope",
     )
@@ -85,6 +87,7 @@ class Reader:
         self._pulling = False  # a receiver reads the stream
         self._watch: trio.CancelScope | None = None  # the reader's wait for readability
         self._parked: trio.lowlevel.Task | None = None  # the reader, while a receiver reads
+        self._timer: KeepaliveTimer | None = None  # hosted in the reader's waits
 
     async def run(self) -> None:
         """The reader task: reads whenever no receiver does.
@@ -92,30 +95,44 @@ class Reader:
         One coroutine, parked without a helper's: each frame a waiting task holds costs about
         220 bytes, and every idle connection has this task waiting.
         """
-        inbox = self._inbox
+        inbox, timer = self._inbox, self._timer
         try:
             with self.scope:
                 while not self._done:
                     if self._pulling:
                         # Wait for _wake(): a parking lot of one, without a parking lot's memory.
                         self._parked = trio.lowlevel.current_task()
-                        await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+                        if timer is None:
+                            await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+                        else:
+                            with timer.wait_scope():
+                                await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+                            timer.fire_due()
                         # A receiver that just returned usually reads again once its
                         # application has sent its answer, in the next pass: watching before
                         # then would only be undone.
                         await trio.lowlevel.cancel_shielded_checkpoint()
                         continue
                     if inbox.is_full():
-                        await inbox.wait_for_room()
+                        if timer is None:
+                            await inbox.wait_for_room()
+                        else:
+                            with timer.wait_scope():
+                                await inbox.wait_for_room()
+                            timer.fire_due()
                         continue
                     if self._socket is None:
                         if not await self._receive_from_stream():
                             return
                         continue
                     going_on: bool | None = None
-                    with trio.CancelScope() as self._watch:
+                    with (
+                        trio.CancelScope() if timer is None else timer.wait_scope()
+                    ) as self._watch:
                         going_on = await self._wait_readable()
                     self._watch = None
+                    if timer is not None:
+                        timer.fire_due()
                     if self._pulling or self._done:
                         continue  # a receiver took over
                     if going_on is None:
@@ -126,6 +143,14 @@ class Reader:
             self._on_bug(exc)
         finally:
             await self._finish()
+
+    def host_timer(self, timer: KeepaliveTimer) -> bool:
+        """Host ``timer`` in the reader task's waits, before it runs; whether it can (only
+        over a plain socket: a wait in another stream cannot be cut short safely)."""
+        if self._socket is None:
+            return False
+        self._timer = timer
+        return True
 
     async def pull(self) -> None:
         """For a receiver with nothing to take: read the stream, or wait while the reader does.

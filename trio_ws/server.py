@@ -44,8 +44,8 @@ from ._options import (
     header_option,
 )
 from ._session import session
-from ._writer import close_stream
 from ._version import __version__
+from ._writer import close_stream
 from .connection import Address, Connection, LoggerLike
 from .exceptions import ConnectionClosed, InvalidHandshake
 from .http import Headers, HeadersLike, Request, Response
