@@ -9,8 +9,10 @@ headers, the address the option implies (the proxy's, a local address of our cho
 from __future__ import annotations
 
 import base64
+import gc
 import socket
 import ssl
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from functools import partial
@@ -24,7 +26,7 @@ import trustme
 
 import trio_ws
 from tests.conftest import open_fds
-from tests.test_client import no_leaks, tcp_server, ws_server
+from tests.test_client import has_ipv6_loopback, no_leaks, tcp_server, ws_server
 from tests.test_proxy import PProxy, closed_port
 from tests.test_proxy import pproxy as pproxy  # a fixture: pytest finds it here
 from tests.test_server_listening import MemoryListener
@@ -1160,3 +1162,66 @@ async def test_local_address_and_happy_eyeballs_delay_reach_open_tcp_stream(
         ("localhost", port, {"happy_eyeballs_delay": 0.125, "local_address": "127.0.0.1"})
     ]
     assert site.connection.remote_address == ws.local_address
+
+
+async def test_an_ip_address_is_connected_to_without_the_resolver_or_a_nursery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An IP address has one address to try: no trio.open_tcp_stream (its resolver and its
+    happy-eyeballs nursery); a name, or an IP with local_address, still goes through it."""
+    hosts: list[str] = []
+    open_tcp_stream: Callable[..., Any] = trio.open_tcp_stream
+
+    async def spy(host: str, port: int, **kwargs: Any) -> trio.SocketStream:
+        hosts.append(host)
+        return await open_tcp_stream(host, port, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(trio, "open_tcp_stream", spy)
+    site = Site()
+    async with site_server(site) as port:
+        for uri, options in [
+            (f"ws://127.0.0.1:{port}/", {}),
+            (f"ws://localhost:{port}/", {}),
+            (f"ws://127.0.0.1:{port}/", {"local_address": "127.0.0.1"}),
+        ]:
+            async with trio_ws.connect(uri, **options) as ws:
+                await assert_echoes(ws)
+                assert ws.remote_address == ("127.0.0.1", port)
+    assert hosts == ["localhost", "127.0.0.1"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_refused_at_an_ip_address_fails_as_trio_says_for_a_name(host: str) -> None:
+    """Connecting to an IP address where nothing listens: the OSError that trio raises for a
+    name ("all attempts to connect to ... failed", the refusal as its cause), and no socket
+    left open."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if family == socket.AF_INET6 and not has_ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback")
+    with socket.socket(family) as bound:  # bound, not listening: connecting is refused
+        bound.bind((host, 0))
+        port = bound.getsockname()[1]
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        with no_leaks(), pytest.raises(OSError) as info:
+            async with trio_ws.connect(f"ws://{where}/"):
+                pass  # pragma: no cover - never opens
+    assert str(info.value) == f"all attempts to connect to {where} failed"
+    cause = info.value.__cause__
+    assert isinstance(cause, ExceptionGroup)
+    [refusal] = cause.exceptions
+    assert isinstance(refusal, ConnectionRefusedError)
+
+
+async def test_cancelled_connecting_to_an_ip_address_leaks_nothing() -> None:
+    """Cancelled at the socket's connect (its first checkpoint, the socket made): the socket
+    is closed, not left to the garbage collector, and the cancellation is caught by its
+    scope."""
+    with no_leaks(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            async with trio_ws.connect("ws://127.0.0.1:9/"):
+                pass  # pragma: no cover - never opens
+        gc.collect()
+    assert scope.cancelled_caught
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import socket
 import ssl
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
@@ -688,12 +689,15 @@ class _Opener:
                 happy_eyeballs_delay=self.happy_eyeballs_delay,
                 user_agent=next(iter(self.headers.get_all("User-Agent")), None),
             )
-        return await trio.open_tcp_stream(
-            uri.host,
-            uri.port,
-            happy_eyeballs_delay=self.happy_eyeballs_delay,
-            local_address=self.local_address,
-        )
+        family = _ip_family(uri.host)
+        if family is None or self.local_address is not None:
+            return await trio.open_tcp_stream(
+                uri.host,
+                uri.port,
+                happy_eyeballs_delay=self.happy_eyeballs_delay,
+                local_address=self.local_address,
+            )
+        return await _connect_to_ip(family, uri.host, uri.port)
 
     async def _handshake(self, stream: trio.abc.Stream, uri: WebSocketURI) -> Opened:
         headers = Headers(self.headers)
@@ -719,6 +723,33 @@ class _Opener:
                     return opened
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise InvalidMessage("connection lost during the opening handshake") from exc
+
+
+def _ip_family(host: str) -> int | None:
+    """The address family of an IP address; None for a name (or an IPv6 zone)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        return None
+    return family
+
+
+async def _connect_to_ip(family: int, host: str, port: int) -> trio.SocketStream:
+    """:func:`trio.open_tcp_stream` for an IP address: one address to try, so no resolver
+    and no happy-eyeballs nursery; a failure reads as trio's does."""
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        message = f"all attempts to connect to {where} failed"
+        raise OSError(message) from ExceptionGroup(message, [exc])
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 async def _start_tls(
