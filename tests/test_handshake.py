@@ -19,6 +19,7 @@ from trio_ws._handshake import (
     HandshakeRejected,
     Opened,
     ServerHandshake,
+    write_head,
 )
 from trio_ws._uri import parse_uri
 from trio_ws.exceptions import (
@@ -210,6 +211,60 @@ def key_of(client: ClientHandshake) -> str:
     request = ServerHandshake(server_header=None).receive_data(client.request_bytes)
     assert request is not None
     return request.headers["Sec-WebSocket-Key"]
+
+
+def test_the_client_request_is_written_as_h11_would_parse_it() -> None:
+    """The request head, written by trio_ws (h11 only reads the answer): the request line, the
+    handshake's headers in order, then the additional ones as given, each as one line."""
+    client = ClientHandshake(
+        parse_uri("ws://example.com:8080/chat?room=1"),
+        subprotocols=("chat", "superchat"),
+        compression=None,
+        max_size=None,
+        headers=Headers([("User-Agent", "tests/1"), ("X-Trace", "a b\tc")]),
+    )
+    key = key_of(client)
+    assert (
+        client.request_bytes
+        == (
+            "GET /chat?room=1 HTTP/1.1\r\n"
+            "Host: example.com:8080\r\n"
+            "Upgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: chat, superchat\r\n"
+            "User-Agent: tests/1\r\n"
+            "X-Trace: a b\tc\r\n"
+            "\r\n"
+        ).encode()
+    )
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(client.request_bytes)
+    request = server.next_event()
+    assert isinstance(request, h11.Request)
+    assert (request.method, request.target) == (b"GET", b"/chat?room=1")
+    assert len(request.headers) == 8
+
+
+@pytest.mark.parametrize(
+    ("start_line", "headers", "problem"),
+    [
+        ("GET / HTTP/1.1", [("X-Bad", "a\r\nInjected: yes")], "cannot send the header"),
+        ("GET / HTTP/1.1", [("X-Bad", "nul\x00")], "cannot send the header"),
+        ("GET / HTTP/1.1", [("Bad Name", "x")], "cannot send the header"),
+        ("GET / HTTP/1.1", [("", "x")], "cannot send the header"),
+        ("HTTP/1.1 101 OK\r\nInjected: yes", [], "cannot send the line"),
+        ("GET / HTTP/1.1", [("X-Euro", "€")], "cannot send this head in latin-1"),
+    ],
+)
+def test_a_head_that_cannot_go_on_the_wire_is_refused(
+    start_line: str, headers: list[tuple[str, str]], problem: str
+) -> None:
+    """write_head() refuses what would smuggle another header or line in, or what the
+    encoding cannot carry, with a ValueError that says which."""
+    with pytest.raises(ValueError, match=problem):
+        write_head(start_line, headers, "latin-1")
 
 
 def switching_protocols(key: str, *extra: str) -> bytes:

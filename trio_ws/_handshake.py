@@ -15,7 +15,7 @@ import binascii
 import dataclasses
 import http
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -98,29 +98,24 @@ class ClientHandshake:
         self._extensions: list[Extension] = (
             [BoundedDeflate(max_size)] if compression == "deflate" else []
         )
-        request_headers = [
-            (b"Host", uri.host_header.encode("ascii")),  # parse_uri made the name ASCII
-            (b"Upgrade", b"websocket"),
-            (b"Connection", b"Upgrade"),
-            (b"Sec-WebSocket-Key", self._nonce),
-            (b"Sec-WebSocket-Version", b"13"),
+        pairs = [
+            ("Host", uri.host_header),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self._nonce.decode("ascii")),
+            ("Sec-WebSocket-Version", "13"),
         ]
         if subprotocols:
-            request_headers.append((b"Sec-WebSocket-Protocol", ", ".join(subprotocols).encode()))
+            pairs.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
         offers = [f"{e.name}; {e.offer()}" for e in self._extensions]
         if offers:
-            request_headers.append((b"Sec-WebSocket-Extensions", ", ".join(offers).encode()))
-        try:
-            request_headers += [
-                (name.encode(), value.encode()) for name, value in headers.raw_items()
-            ]
-            request = h11.Request(
-                method=b"GET", target=uri.resource_name.encode("ascii"), headers=request_headers
-            )
-        except (h11.LocalProtocolError, UnicodeError) as exc:
-            raise ValueError(f"cannot send these headers: {exc}") from exc
-        self.request_bytes = self._h11.send(request) or b""
-        self._request = Request(uri.resource_name, _decode_pairs(request_headers))
+            pairs.append(("Sec-WebSocket-Extensions", ", ".join(offers)))
+        pairs += headers.raw_items()
+        # parse_uri made the host and the resource name ASCII, with no white space.
+        self.request_bytes = write_head(f"GET {uri.resource_name} HTTP/1.1", pairs, "utf-8")
+        # h11 reads the answer: it needs to know that a GET offering an upgrade went out.
+        self._h11.send(_UPGRADE_REQUEST)
+        self._request = Request(uri.resource_name, Headers(pairs))
         self._rejection: Response | None = None
         self._body = bytearray()
 
@@ -353,17 +348,8 @@ class ServerHandshake:
             ValueError: a header cannot go on the wire (a hook put CR or LF in a value...).
         """
         assert self._request is not None and response.status_code == 101
-        try:
-            data = self._h11.send(
-                h11.InformationalResponse(
-                    status_code=101,
-                    headers=_encode_pairs(response.headers),
-                    reason=(response.reason_phrase or "Switching Protocols").encode("latin-1"),
-                )
-            )
-        except (h11.LocalProtocolError, UnicodeError) as exc:
-            raise ValueError(f"cannot send this 101 response: {exc}") from exc
-        assert data is not None
+        reason = response.reason_phrase or "Switching Protocols"
+        data = write_head(f"HTTP/1.1 101 {reason}", response.headers.raw_items(), "latin-1")
         subprotocols = response.headers.get_all("Sec-WebSocket-Protocol")
         connection = Connection(ConnectionType.SERVER, self._extensions)
         trailing, _ = self._h11.trailing_data
@@ -410,17 +396,8 @@ class ServerHandshake:
         if self._server_header and "Server" not in response.headers:
             head.insert(0, ("Server", self._server_header))
         head += [("Content-Length", str(len(response.body))), ("Connection", "close")]
-        for name, value in head:
-            if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-                raise ValueError(f"cannot send the header {name!r}: {value!r}")
         reason = response.reason_phrase or _reason(status)
-        if _BAD_VALUE.search(reason):
-            raise ValueError(f"cannot send the reason phrase {reason!r}")
-        lines = [f"HTTP/1.1 {status} {reason}", *(f"{n}: {v}" for n, v in head), "", ""]
-        try:
-            return "\r\n".join(lines).encode("latin-1") + bytes(response.body)
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"cannot send this response in Latin-1: {exc}") from exc
+        return write_head(f"HTTP/1.1 {status} {reason}", head, "latin-1") + bytes(response.body)
 
     def reject(self, status_code: int, message: str) -> bytes:
         """The bytes of an HTTP error response with ``message`` as its body."""
@@ -482,11 +459,35 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _encode_pairs(headers: Headers) -> list[tuple[bytes, bytes]]:
-    return [
-        (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.raw_items()
-    ]
+def write_head(start_line: str, headers: Iterable[tuple[str, str]], encoding: str) -> bytes:
+    """An HTTP head: ``start_line``, the headers and the empty line, in ``encoding``.
+
+    Raises:
+        ValueError: it cannot go on the wire: a header name that is no token, CR, LF or NUL in
+            a value or the start line (which would smuggle in another header), a character
+            that ``encoding`` lacks.
+    """
+    if _BAD_VALUE.search(start_line):
+        raise ValueError(f"cannot send the line {start_line!r}")
+    lines = [start_line]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise ValueError(f"cannot send the header {name!r}: {value!r}")
+        lines.append(f"{name}: {value}")
+    lines += ["", ""]
+    try:
+        return "\r\n".join(lines).encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"cannot send this head in {encoding}: {exc}") from exc
 
 
-# What no header value or reason phrase may contain on the wire.
+# What no header value or start line may contain on the wire.
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
+#: What h11 is told the client sent (``ClientHandshake`` writes its request itself): a GET
+#: that offers an upgrade, so that h11 reads a 101 as a switch of protocols, and any other
+#: response as the answer to a GET. Made once: h11 checks every header of an event it makes.
+_UPGRADE_REQUEST = h11.Request(
+    method=b"GET",
+    target=b"/",
+    headers=[(b"Host", b"localhost"), (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")],
+)

@@ -37,10 +37,13 @@ class WebSocketURI:
         return self.secure, self.host, self.port
 
 
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+
+
 def parse_uri(uri: str) -> WebSocketURI:
     """Parse ``uri``; raise :class:`InvalidURI` naming what is wrong with it."""
     # urlsplit silently drops tabs and line breaks, and a space would split the request line.
-    if any(char <= " " or char == "\x7f" for char in uri):
+    if _CONTROL_OR_SPACE.search(uri):
         raise InvalidURI(f"{uri!r} contains whitespace or a control character; percent-encode it")
     try:
         parsed = urllib.parse.urlsplit(uri)

@@ -56,8 +56,12 @@ class Headers(MutableMapping[str, str]):
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order (an empty list when it is absent)."""
-        key = name.lower()
-        return [value for item_name, value in self._items if item_name.lower() == key]
+        key, size = name.lower(), len(name)
+        return [
+            value
+            for item_name, value in self._items
+            if len(item_name) == size and item_name.lower() == key
+        ]
 
     def raw_items(self) -> Iterator[tuple[str, str]]:
         """Every (name, value) pair, in order, names as written."""
@@ -65,15 +69,17 @@ class Headers(MutableMapping[str, str]):
 
     def update(self, *args: HeadersLike, **more: str) -> None:  # type: ignore[override]
         """Add headers from Headers, mappings, (name, value) pairs or name=value keywords."""
-        for items in (*args, more):
-            if isinstance(items, Headers):
-                pairs: Iterable[tuple[str, str]] = items.raw_items()
+        own = self._items
+        for items in (*args, more) if more else args:
+            if isinstance(items, list | tuple):  # the usual case first: no ABC check
+                pairs: Iterable[tuple[str, str]] = items
+            elif isinstance(items, Headers):
+                pairs = items.raw_items()
             elif isinstance(items, Mapping):
                 pairs = cast("Mapping[str, str]", items).items()
             else:
                 pairs = items
-            for name, value in pairs:
-                self.add(name, value)
+            own.extend([(name, value) for name, value in pairs])
 
     def copy(self) -> Headers:
         """A copy: changing one leaves the other as it was."""
@@ -105,8 +111,10 @@ class Headers(MutableMapping[str, str]):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = name.lower()
-        return any(item_name.lower() == key for item_name, _ in self._items)
+        key, size = name.lower(), len(name)
+        return any(
+            len(item_name) == size and item_name.lower() == key for item_name, _ in self._items
+        )
 
     def __iter__(self) -> Iterator[str]:
         seen: dict[str, None] = {}
