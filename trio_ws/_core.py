@@ -231,7 +231,8 @@ class Core:
 
         Never raises Cancelled: it runs in cancelled scopes (the reader's exit, the session's
         cleanup), where a Cancelled would leave ``closed`` unset or replace the exception
-        being handled.
+        being handled. Over a plain socket it does not yield either: its callers are on their
+        way out, and each is a checkpoint of its own (the reader's exit, the nursery's).
         """
         if self.state is not State.CLOSED:
             self.state = State.CLOSED
@@ -245,7 +246,6 @@ class Core:
             self.stats.close_codes[code] += 1
             self.logger.debug("connection %s closed: the peer's code %s", self.id, code)
         if self.is_closed:
-            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         await close_stream(self.stream)
         self.is_closed = True

@@ -45,11 +45,11 @@ async def close_stream(stream: trio.abc.Stream) -> None:
     """Close ``stream`` at once; never raises Cancelled.
 
     :func:`trio.aclose_forcefully`, without its cancelled scope and the Cancelled it catches
-    for a plain socket stream, whose ``aclose()`` only closes the socket.
+    for a plain socket stream, whose ``aclose()`` only closes the socket: then it does not
+    yield either (its callers are on their way out, each one a checkpoint of its own).
     """
     if type(stream) is trio.SocketStream:
         stream.socket.close()
-        await trio.lowlevel.cancel_shielded_checkpoint()
         return
     with trio.CancelScope(shield=True):
         await trio.aclose_forcefully(stream)
