@@ -110,8 +110,9 @@ class Reader:
                             timer.fire_due()
                         # A receiver that just returned usually reads again once its
                         # application has sent its answer, in the next pass: watching before
-                        # then would only be undone.
-                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        # then would only be undone. One that met the end left it to us.
+                        if not self._done:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
                         continue
                     if inbox.is_full():
                         if timer is None:

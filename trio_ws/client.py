@@ -31,6 +31,7 @@ from typing import Any, Literal, NoReturn, Unpack, cast
 
 import trio
 
+from . import _direct
 from ._handshake import ClientHandshake, Opened
 from ._options import HandshakeOptions, SharedOptions, call_options, header_option
 from ._proxy import Proxy, open_proxied_stream, parse_proxy, proxy_for
@@ -713,9 +714,9 @@ class _Opener:
             headers=headers,
         )
         try:
-            await stream.send_all(handshake.request_bytes)
+            await _direct.send_all(stream, handshake.request_bytes)
             while True:
-                data = await stream.receive_some(_RECEIVE_SIZE)
+                data = await _direct.receive_some(stream, _RECEIVE_SIZE)
                 if not data:
                     handshake.receive_eof()
                 opened = handshake.receive_data(data)

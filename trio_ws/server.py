@@ -31,7 +31,7 @@ from typing import TypeAlias, TypeVar, Unpack, cast
 
 import trio
 
-from . import _groups
+from . import _direct, _groups
 from ._handshake import HandshakeRejected, ServerHandshake, plain_response
 from ._keepalive import KeepaliveTimer
 from ._listening import describe, open_tcp_listeners, open_unix_listener, port_of
@@ -535,7 +535,7 @@ class Server:
         options = self._handshaking
         request = None
         while request is None:
-            request = handshake.receive_data(await stream.receive_some(_RECEIVE_SIZE))
+            request = handshake.receive_data(await _direct.receive_some(stream, _RECEIVE_SIZE))
         ws._request = request  # pyright: ignore[reportPrivateUsage]
         if options.trusted_proxies:
             ws._client_address = _forwarded_client(  # pyright: ignore[reportPrivateUsage]
@@ -604,7 +604,7 @@ class Server:
             data, opened = handshake.finish(response)
         except ValueError as exc:
             raise self._hook_failed(ws, handshake, "process_response", exc) from None
-        await stream.send_all(data)
+        await _direct.send_all(stream, data)
         ws._open(opened)  # pyright: ignore[reportPrivateUsage]
         return None
 
