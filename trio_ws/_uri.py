@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -40,8 +41,12 @@ class WebSocketURI:
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
+@functools.lru_cache(maxsize=256)
 def parse_uri(uri: str) -> WebSocketURI:
-    """Parse ``uri``; raise :class:`InvalidURI` naming what is wrong with it."""
+    """Parse ``uri``; raise :class:`InvalidURI` naming what is wrong with it.
+
+    Cached: a client connects to the same few URIs again and again, and the result is frozen.
+    """
     # urlsplit silently drops tabs and line breaks, and a space would split the request line.
     if _CONTROL_OR_SPACE.search(uri):
         raise InvalidURI(f"{uri!r} contains whitespace or a control character; percent-encode it")
