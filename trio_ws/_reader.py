@@ -24,6 +24,7 @@ it is done with the stream.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
@@ -37,6 +38,7 @@ from ._yielding import resumed, schedule_point
 __all__ = ["Reader"]
 
 _RECEIVE_SIZE = 64 * 1024
+_NO_TIMER = contextlib.nullcontext()
 
 
 class Reader:
@@ -99,47 +101,42 @@ class Reader:
         try:
             with self.scope:
                 while not self._done:
-                    if self._pulling:
-                        # Wait for _wake(): a parking lot of one, without a parking lot's memory.
-                        self._parked = trio.lowlevel.current_task()
-                        if timer is None:
-                            await trio.lowlevel.wait_task_rescheduled(self._abort_park)
-                        else:
-                            with timer.wait_scope():
+                    # A hosted timer's due time bounds every wait until it falls due: one
+                    # cancel scope per keepalive round, not one per wait.
+                    with timer.wait_scope() if timer is not None else _NO_TIMER:
+                        while not self._done:
+                            if self._pulling:
+                                # Wait for _wake(): a parking lot of one, without its memory.
+                                self._parked = trio.lowlevel.current_task()
                                 await trio.lowlevel.wait_task_rescheduled(self._abort_park)
-                            timer.fire_due()
-                        # A receiver that just returned usually reads again once its
-                        # application has sent its answer, in the next pass: watching before
-                        # then would only be undone. One that met the end left it to us.
-                        if not self._done:
-                            await trio.lowlevel.cancel_shielded_checkpoint()
-                        continue
-                    if inbox.is_full():
-                        if timer is None:
-                            await inbox.wait_for_room()
-                        else:
-                            with timer.wait_scope():
+                                # A receiver that just returned usually reads again once its
+                                # application has sent its answer, in the next pass: watching
+                                # before then would only be undone. One that did so already,
+                                # or met the end, needs no pass.
+                                if not self._done and not self._pulling:
+                                    await trio.lowlevel.cancel_shielded_checkpoint()
+                                continue
+                            if inbox.is_full():
                                 await inbox.wait_for_room()
-                            timer.fire_due()
-                        continue
-                    if self._socket is None:
-                        if not await self._receive_from_stream():
-                            return
-                        continue
-                    going_on: bool | None = None
-                    with (
-                        trio.CancelScope() if timer is None else timer.wait_scope()
-                    ) as self._watch:
-                        going_on = await self._wait_readable()
-                    self._watch = None
+                                continue
+                            if self._socket is None:
+                                if not await self._receive_from_stream():
+                                    return
+                                continue
+                            going_on: bool | None = None
+                            try:
+                                with trio.CancelScope() as self._watch:
+                                    going_on = await self._wait_readable()
+                            finally:  # the timer's due time may end the wait too
+                                self._watch = None
+                            if self._pulling or self._done:
+                                continue  # a receiver took over
+                            if going_on is None:
+                                going_on = self._read_nowait()
+                            if going_on is False:
+                                return
                     if timer is not None:
                         timer.fire_due()
-                    if self._pulling or self._done:
-                        continue  # a receiver took over
-                    if going_on is None:
-                        going_on = self._read_nowait()
-                    if going_on is False:
-                        return
         except Exception as exc:  # reported, never raised: see _groups
             self._on_bug(exc)
         finally:
