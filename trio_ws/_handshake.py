@@ -67,7 +67,7 @@ def _raw_headers(event: h11.InformationalResponse | h11.Response) -> Headers:
 
 
 def _decode_pairs(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
-    return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
+    return Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs])
 
 
 @dataclass
