@@ -3,6 +3,7 @@ benchmarks/chart.py draws the same SVG from the same JSON."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -154,3 +155,20 @@ def test_unknown_library_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "unknown library nope" in result.stderr
+
+
+async def test_a_connection_pair_starts_three_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """handshake_cost.py, on a few connections: the times and counts it reports are there, and
+    a pair (client and server) starts three tasks, the server's handler and the two readers: the
+    client's keepalive is timed by its reader, and connecting to an IP address starts no
+    happy-eyeballs task."""
+    pytest.importorskip("websockets.trio", reason="needs websockets 17 or later (bench extra)")
+    pytest.importorskip("trio_websocket", reason="needs trio-websocket (bench extra)")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    handshake_cost = importlib.import_module("handshake_cost")
+    result = await handshake_cost.measure("trio_ws", True, batches=3, batch=5, counted=20)
+    assert result["us_per_pair"] > 0
+    assert result["tasks"] == 3.0
+    assert 0 < result["passes"] < 20
+    assert 0 < result["cancel_scopes"] < 15
+    assert result["calls"] > 0
