@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import trio
@@ -19,55 +19,80 @@ from trio_ws.exceptions import ConnectionClosedOK
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="reads sockets directly: POSIX")
 
 
+class Owner:
+    """What the reader reports to (the connection, in trio_ws): records it all."""
+
+    def __init__(self, stop_at: bytes = b"stop") -> None:
+        self.read: list[bytes] = []
+        self.stop_at = stop_at  # take_in says "no more" after reading these bytes
+        self.ended: list[BaseException | None] = []
+        self.finished = trio.Event()
+        self.reader: Reader | None = None
+
+    def take_in(self, data: bytes | bytearray) -> bool:
+        self.read.append(bytes(data))
+        return not bytes(data).endswith(self.stop_at)
+
+    def read_ended(self, error: BaseException | None) -> None:
+        self.ended.append(error)
+
+    def reader_bug(self, exc: Exception) -> None:
+        raise AssertionError("the reader met a bug") from exc
+
+    async def reader_finished(self) -> None:
+        self.finished.set()
+
+    # The inbox's owner too.
+    def closed_error(self) -> ConnectionClosedOK:
+        return ConnectionClosedOK(None, None)
+
+    def pull(self) -> Awaitable[None]:
+        assert self.reader is not None
+        return self.reader.pull()
+
+
 @dataclass
 class Harness:
     """A Reader over one end of a socket pair; ``peer`` is the other end (a blocking socket)."""
 
     reader: Reader
     peer: socket.socket
-    read: list[bytes] = field(default_factory=list)
-    stop_at: bytes = b"stop"  # take_in says "no more" after reading these bytes
-    ended: list[BaseException | None] = field(default_factory=list)
-    finished: trio.Event = field(default_factory=trio.Event)
+    owner: Owner
+
+    @property
+    def read(self) -> list[bytes]:
+        return self.owner.read
+
+    @property
+    def ended(self) -> list[BaseException | None]:
+        return self.owner.ended
+
+    @property
+    def finished(self) -> trio.Event:
+        return self.owner.finished
+
+
+def new_reader(stream: trio.abc.Stream, owner: Owner) -> Reader:
+    owner.reader = Reader(stream, Inbox(16, 4, owner), owner)
+    return owner.reader
 
 
 @asynccontextmanager
 async def reading() -> AsyncIterator[Harness]:
     ours, peer = socket.socketpair()
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    harness: Harness
-
-    def take_in(data: bytes | bytearray) -> bool:
-        harness.read.append(bytes(data))
-        return not bytes(data).endswith(harness.stop_at)
-
-    async def finish() -> None:
-        harness.finished.set()
-
-    inbox = Inbox(16, 4, lambda: ConnectionClosedOK(None, None), lambda: reader.pull())
-    reader = Reader(
-        stream,
-        inbox,
-        take_in=take_in,
-        on_end=lambda error: harness.ended.append(error),
-        on_bug=on_bug,
-        finish=finish,
-    )
-    harness = Harness(reader, peer)
+    owner = Owner()
+    harness = Harness(new_reader(stream, owner), peer, owner)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(reader.run)
+        nursery.start_soon(harness.reader.run)
         await wait_all_tasks_blocked()  # the reader is on watch
         try:
             yield harness
         finally:
-            reader.scope.cancel()
+            harness.reader.scope.cancel()
     await stream.aclose()
     peer.close()
-
-
-def on_bug(exc: Exception) -> None:
-    raise AssertionError("the reader met a bug") from exc
 
 
 async def test_a_receiver_that_reads_the_end_while_the_reader_watches_ends_the_reader() -> None:
@@ -111,18 +136,11 @@ async def test_a_wait_begun_after_the_socket_closed_ends_reading_not_a_bug() -> 
     """A wait for the socket that begins once it is closed (the connection closing under a
     reader that re-registers) ends reading as a closed stream would, never as a bug: trio
     cannot say the socket closed, and epoll would reject its fd of -1."""
-    ended: list[BaseException | None] = []
     ours, peer = socket.socketpair()
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    inbox = Inbox(16, 4, lambda: ConnectionClosedOK(None, None), lambda: reader.pull())
-
-    async def finish() -> None:
-        pass
-
-    reader = Reader(
-        stream, inbox, take_in=lambda data: True, on_end=ended.append, on_bug=on_bug, finish=finish
-    )
+    owner = Owner()
+    reader = new_reader(stream, owner)
     await stream.aclose()
     assert await reader._wait_readable() is False
-    assert [type(error) for error in ended] == [trio.ClosedResourceError]
+    assert [type(error) for error in owner.ended] == [trio.ClosedResourceError]
     peer.close()

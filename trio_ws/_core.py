@@ -6,7 +6,7 @@ connection (``connect()``'s block, a server's handler), and the closing handshak
 exits. By concern:
 
 - ``_reader.py``: a receiver with nothing to take reads the socket itself, and the reader task
-  whenever no receiver does; every read goes to ``_take_in``, which acts on it at once:
+  whenever no receiver does; every read goes to ``take_in``, which acts on it at once:
   messages to the inbox (``_inbox.py``), where ``recv()`` takes them; pongs to the pings in
   flight (``_pings.py``); the answers to pings and close frames to the writer. So a ping is
   answered as soon as it is read, whatever the application does.
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Core"]
 
+#: The reader tasks' name, one string for all: trio makes one per task otherwise.
+_READER_TASK = "trio_ws._reader.Reader.run"
+
 _Piece = bytes | bytearray | memoryview | str
 
 
@@ -108,9 +111,7 @@ class Core:
         self.id = id
         self.state = State.OPEN
         self.ending = Ending()
-        self.inbox = Inbox(
-            options.max_queue_high, options.max_queue_low, self.closed_error, self._pull
-        )
+        self.inbox = Inbox(options.max_queue_high, options.max_queue_low, self)
         self.writer = Writer(
             stream,
             high=options.write_limit_high,
@@ -118,14 +119,7 @@ class Core:
             on_lost=self._write_failed,
             stats=stats,
         )
-        self.reader = Reader(
-            stream,
-            self.inbox,
-            take_in=self._take_in,
-            on_end=self._read_ended,
-            on_bug=self._reader_bug,
-            finish=self._reader_finished,
-        )
+        self.reader = Reader(stream, self.inbox, self)
         self.pings = Pings()
         self._keepalive: Keepalive | None = None  # while the session runs with keepalive on
         self.tasks: trio.Nursery | None = None  # the session's nursery, while it runs
@@ -268,13 +262,13 @@ class Core:
         """The exception that says how the connection ended (or is ending)."""
         return self.ending.error(closed=self.state is State.CLOSED)
 
-    # -- what the reader and the writer report ---------------------------------------------
+    # -- what the inbox, the reader and the writer ask for and report -----------------------
 
-    def _pull(self) -> Awaitable[None]:
+    def pull(self) -> Awaitable[None]:
         # Not a coroutine of its own: the inbox awaits the reader's, one frame less per waiter.
         return self.reader.pull()
 
-    def _take_in(self, data: bytes | bytearray) -> bool:
+    def take_in(self, data: bytes | bytearray) -> bool:
         """Act on bytes read: False once nothing more should be read."""
         inbox, stats = self.inbox, self.stats
         stats.bytes_in += len(data)
@@ -308,17 +302,17 @@ class Core:
         self.reader.scope.deadline = trio.current_time() + self.options.close_timeout
         return True
 
-    def _read_ended(self, error: BaseException | None) -> None:
+    def read_ended(self, error: BaseException | None) -> None:
         if error is not None:
             self.record_failure(1006, "connection lost", error)
         self.inbox.end()
 
-    def _reader_bug(self, exc: Exception) -> None:
+    def reader_bug(self, exc: Exception) -> None:
         self.logger.error("connection %s: internal error in the reader", self.id, exc_info=exc)
         self.record_failure(1011, "internal error", exc)
         self.send_close(1011, "internal error")
 
-    async def _reader_finished(self) -> None:
+    async def reader_finished(self) -> None:
         """Reading is over: flush what is queued (a close frame), bounded, then close."""
         if self.state is not State.CLOSED:
             await self._flush()
@@ -347,9 +341,9 @@ class Core:
     def start(self, nursery: trio.Nursery, keepalive: KeepaliveTimer | None) -> None:
         self.tasks = nursery
         self.writer.start(nursery)
-        if not self._take_in(b""):  # frames that came with the handshake, if any
+        if not self.take_in(b""):  # frames that came with the handshake, if any
             self.reader.scope.cancel()
-        nursery.start_soon(self.reader.run)
+        nursery.start_soon(self.reader.run, name=_READER_TASK)
         if keepalive is not None:
             self.start_keepalive(keepalive)
 

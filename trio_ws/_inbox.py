@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Self
+from collections.abc import Awaitable
+from typing import Protocol, Self
 
 import trio
 
 from ._yielding import checkpoint
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 
-__all__ = ["PIECES_HIGH_WATER", "Inbox", "MessageStream"]
+__all__ = ["PIECES_HIGH_WATER", "Inbox", "InboxOwner", "MessageStream"]
 
 Data = str | bytes
 #: Bytes (or characters) of an unfinished message queued before the reader waits for a taker.
@@ -72,12 +72,23 @@ class MessageStream:
         return await self.inbox.next_piece(self)
 
 
+class InboxOwner(Protocol):
+    """The connection an inbox belongs to (``Core``)."""
+
+    def closed_error(self) -> ConnectionClosed:
+        """What a taker raises once nothing more will arrive."""
+        ...
+
+    def pull(self) -> Awaitable[None]:
+        """For a taker with nothing to take: make something arrive."""
+        ...
+
+
 class Inbox:
     """The receive queue of one connection. See the module docstring."""
 
     __slots__ = (
         "_arrived",
-        "_closed_error",
         "_closing",
         "_complete",
         "_dropping",
@@ -86,8 +97,8 @@ class Inbox:
         "_max_queue",
         "_max_queue_low",
         "_mid_message",
+        "_owner",
         "_piece_size",
-        "_pull",
         "_room",
         "_streamed",
         "_taking",
@@ -95,13 +106,9 @@ class Inbox:
     )
 
     def __init__(
-        self,
-        max_queue: int | None,
-        max_queue_low: int | None,
-        closed_error: Callable[[], ConnectionClosed],
-        pull: Callable[[], Awaitable[None]],
+        self, max_queue: int | None, max_queue_low: int | None, owner: InboxOwner
     ) -> None:
-        self._pull = pull  # for a taker with nothing to take: make something arrive
+        self._owner = owner  # one reference, not a bound method (64 bytes) per callback
         self._items: deque[Data | _Piece] | None = None  # while something is queued
         self._complete = 0  # whole messages in _items; a final piece completes one
         self._piece_size = 0  # the length of the pieces in _items
@@ -109,7 +116,6 @@ class Inbox:
         self._max_queue_low = (
             math.inf if max_queue is None or max_queue_low is None else max_queue_low
         )
-        self._closed_error = closed_error
         self._arrived: trio.lowlevel.ParkingLot | None = None  # pull() waits here, once it has
         self._room: trio.lowlevel.ParkingLot | None = None  # the reader waits here, once it has
         self._taking = False  # a task is in get() or next_piece()
@@ -223,14 +229,14 @@ class Inbox:
             while not self._complete:
                 if self._ended:
                     await trio.lowlevel.checkpoint()
-                    error = self._closed_error()
+                    error = self._owner.closed_error()
                     if iterating and isinstance(error, ConnectionClosedOK):
                         raise StopAsyncIteration
                     raise error
                 if self._items and not self._whole_wanted:
                     self._whole_wanted = True
                     self._wake_reader()  # the reader may wait at the high-water mark
-                await self._pull()
+                await self._owner.pull()
                 parked = True
             if not parked:
                 await checkpoint()
@@ -260,8 +266,8 @@ class Inbox:
             while not self._items:
                 if self._ended:
                     await trio.lowlevel.checkpoint()
-                    raise self._closed_error()
-                await self._pull()
+                    raise self._owner.closed_error()
+                await self._owner.pull()
                 parked = True
             if not parked:
                 await checkpoint()

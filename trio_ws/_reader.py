@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -35,55 +35,55 @@ from ._keepalive import KeepaliveTimer
 from ._writer import plain_socket
 from ._yielding import resumed, schedule_point
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "ReaderOwner"]
 
 _RECEIVE_SIZE = 64 * 1024
 _NO_TIMER = contextlib.nullcontext()
 
 
-class Reader:
-    """Reads ``stream`` until ``take_in`` says stop, the stream ends or ``scope`` is cancelled.
+class ReaderOwner(Protocol):
+    """What the reader reports to: its connection (``Core``)."""
 
-    Args:
-        take_in: acts on bytes read; returns False when nothing more should be read.
-        on_end: called with the error when the stream failed, with None at its end.
-        on_bug: called with an exception that a bug in trio_ws raised while reading.
-        finish: awaited once reading is over, whatever ended it.
-    """
+    def take_in(self, data: bytes | bytearray) -> bool:
+        """Act on bytes read; return False once nothing more should be read."""
+        ...
+
+    def read_ended(self, error: BaseException | None) -> None:
+        """The stream failed (``error``) or ended (None)."""
+        ...
+
+    def reader_bug(self, exc: Exception) -> None:
+        """A bug in trio_ws raised ``exc`` while reading."""
+        ...
+
+    async def reader_finished(self) -> None:
+        """Reading is over, whatever ended it."""
+        ...
+
+
+class Reader:
+    """Reads ``stream`` until ``owner.take_in`` says stop, the stream ends or ``scope`` is
+    cancelled, and reports to ``owner``: the one reference it keeps to its connection (a bound
+    method each would cost every connection 64 bytes apiece)."""
 
     __slots__ = (
         "_done",
-        "_finish",
         "_inbox",
-        "_on_bug",
-        "_on_end",
+        "_owner",
         "_parked",
         "_pulling",
         "_socket",
         "_stream",
-        "_take_in",
         "_timer",
         "_watch",
         "scope",
     )
 
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        inbox: Inbox,
-        *,
-        take_in: Callable[[bytes | bytearray], bool],
-        on_end: Callable[[BaseException | None], None],
-        on_bug: Callable[[Exception], None],
-        finish: Callable[[], Awaitable[None]],
-    ) -> None:
+    def __init__(self, stream: trio.abc.Stream, inbox: Inbox, owner: ReaderOwner) -> None:
         self._stream = stream
         self._socket = plain_socket(stream)
         self._inbox = inbox
-        self._take_in = take_in
-        self._on_end = on_end
-        self._on_bug = on_bug
-        self._finish = finish
+        self._owner = owner
         self.scope = trio.CancelScope(shield=True)
         self._done = False  # reading is over: the reader task finishes the connection
         self._pulling = False  # a receiver reads the stream
@@ -138,9 +138,9 @@ class Reader:
                     if timer is not None:
                         timer.fire_due()
         except Exception as exc:  # reported, never raised: see _groups
-            self._on_bug(exc)
+            self._owner.reader_bug(exc)
         finally:
-            await self._finish()
+            await self._owner.reader_finished()
 
     def host_timer(self, timer: KeepaliveTimer) -> bool:
         """Host ``timer`` in the reader task's waits, before it runs; whether it can (only
@@ -174,7 +174,7 @@ class Reader:
                             raise trio.ClosedResourceError("the socket was closed")
                         await trio.lowlevel.wait_readable(sock)
                     except trio.ClosedResourceError as exc:
-                        self._on_end(exc)
+                        self._owner.read_ended(exc)
                         going_on = False
                     else:
                         going_on = self._read_nowait()
@@ -196,7 +196,7 @@ class Reader:
         except BlockingIOError:
             return None
         except OSError as exc:  # reset by the peer, or closed under us
-            self._on_end(exc)
+            self._owner.read_ended(exc)
             return False
         return self._act_on(data)
 
@@ -208,7 +208,7 @@ class Reader:
                 raise trio.ClosedResourceError("the socket was closed")
             await trio.lowlevel.wait_readable(self._socket)
         except trio.ClosedResourceError as exc:
-            self._on_end(exc)
+            self._owner.read_ended(exc)
             return False
         return None
 
@@ -231,15 +231,15 @@ class Reader:
     def _act_on(self, data: bytes | bytearray) -> bool:
         """Take in what was read (b"": the end of the stream); whether reading goes on."""
         if not data:
-            self._on_end(None)
+            self._owner.read_ended(None)
             return False
-        return self._take_in(data)
+        return self._owner.take_in(data)
 
     async def _receive_from_stream(self) -> bool:
         """Read from a stream that is not a plain socket; whether reading goes on."""
         try:
             data = await self._stream.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._on_end(exc)
+            self._owner.read_ended(exc)
             return False
         return self._act_on(data)

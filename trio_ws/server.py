@@ -76,6 +76,9 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     if code is not None
 )
 
+#: The connection tasks' name, one string for all: trio makes one per task otherwise.
+_HANDLER_TASK = "trio_ws.server.Server._handle"
+
 
 class ServerConnection(Connection):
     """The server's side of a WebSocket connection; see :class:`~trio_ws.connection.Connection`.
@@ -397,7 +400,7 @@ class Server:
             self._handlers += 1
             if self._idle.is_set():
                 self._idle = trio.Event()
-            handlers.start_soon(self._handle, stream)
+            handlers.start_soon(self._handle, stream, name=_HANDLER_TASK)
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted connection, from its handshake to its closed socket.
