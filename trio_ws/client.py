@@ -23,8 +23,8 @@ import random
 import socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NoReturn, Unpack, cast
@@ -329,8 +329,9 @@ class connect:
     # -- async with ------------------------------------------------------------------------
 
     async def __aenter__(self) -> ClientConnection:
-        context = self._session()
-        ws: ClientConnection = await context.__aenter__()
+        ws = await self._open()
+        context = session(ws)  # entered directly: no generator-based context on the way
+        await context.__aenter__()
         self._entered.setdefault(trio.lowlevel.current_task(), []).append(context)
         return ws
 
@@ -346,12 +347,6 @@ class connect:
         if not contexts:
             del self._entered[task]
         return await context.__aexit__(exc_type, exc, traceback)
-
-    @asynccontextmanager
-    async def _session(self) -> AsyncGenerator[ClientConnection, None]:
-        ws = await self._open()
-        async with session(ws):
-            yield ws
 
     async def _open(self) -> ClientConnection:
         opened = await self._opener.open()
