@@ -346,12 +346,24 @@ def _figures_json(table: Sequence[Figure]) -> list[dict[str, Any]]:
     ]
 
 
+def _shown(argument: str) -> str:
+    """An argument as the published command shows it: an absolute path by its file name only
+    (it names a place on the machine that ran it, not one a reader has)."""
+    option, equals, value = (
+        argument.rpartition("=") if argument.startswith("--") else ("", "", argument)
+    )
+    if os.path.isabs(value):
+        value = Path(value).name
+    return f"{option}{equals}{value}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     peers = [peer for peer in PEERS if peer.name in args.only]
     workloads = [w for w in WORKLOADS if w in args.workload]
     counts = {w: (QUICK_COUNTS if args.quick else FULL_COUNTS)[w] for w in workloads}
-    command = " ".join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python", "benchmarks/run.py", *map(_shown, given)])
     pinning = (
         f"server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU} (taskset)"
         if pinned(SERVER_CPU)

@@ -172,3 +172,16 @@ async def test_a_connection_pair_starts_three_tasks(monkeypatch: pytest.MonkeyPa
     assert 0 < result["passes"] < 20
     assert 0 < result["cancel_scopes"] < 15
     assert result["calls"] > 0
+
+
+def test_the_published_command_names_no_path_of_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The command written into the README and the docs page shows an absolute path by its
+    file name only: it says where the run wrote, on a machine the reader does not have."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    run = importlib.import_module("run")
+    assert run._shown("/home/someone/out/bench.json") == "bench.json"
+    assert run._shown("--json=/srv/bench.json") == "--json=bench.json"
+    assert run._shown("docs/performance.rst") == "docs/performance.rst"
+    assert run._shown("--only=trio_ws,raw-trio") == "--only=trio_ws,raw-trio"
