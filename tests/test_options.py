@@ -151,6 +151,27 @@ def test_bad_values_raise_an_error_naming_the_option_and_the_value(
     assert type(caught.value) is error
 
 
+def test_options_checked_once_are_shared_and_a_bad_one_always_raises() -> None:
+    """connect() with the same hashable options twice checks them once (both share the frozen
+    result); a bool never passes for the int checked before it, a bad value raises every time,
+    and unhashable options (a list, a dict) are checked on every call."""
+    uri = "ws://127.0.0.1:9/"
+    first = trio_ws.connect(uri, ping_interval=1, close_timeout=2.5, proxy=None)
+    again = trio_ws.connect(uri, ping_interval=1, close_timeout=2.5, proxy=None)
+    assert first._options is again._options  # pyright: ignore[reportPrivateUsage]
+    other = trio_ws.connect(uri, ping_interval=2, close_timeout=2.5, proxy=None)
+    assert other._options is not first._options  # pyright: ignore[reportPrivateUsage]
+    assert other._options.ping_interval == 2  # pyright: ignore[reportPrivateUsage]
+    for _ in range(2):
+        with pytest.raises(TypeError, match="ping_interval must be a number"):
+            trio_ws.connect(uri, ping_interval=True, close_timeout=2.5, proxy=None)
+        with pytest.raises(ValueError, match="subprotocols"):
+            trio_ws.connect(uri, subprotocols=["no spaces allowed"], proxy=None)
+    listed = trio_ws.connect(uri, subprotocols=["chat"], additional_headers={"X-A": "1"})
+    assert listed._opener.opening.subprotocols == ("chat",)  # pyright: ignore[reportPrivateUsage]
+    assert listed._opener.opening.headers.get_all("X-A") == ["1"]  # pyright: ignore[reportPrivateUsage]
+
+
 def test_check_timeout_names_its_option() -> None:
     assert check_timeout("open_timeout", None) == math.inf
     assert check_timeout("open_timeout", 0) == 0.0

@@ -12,6 +12,7 @@ so that a mistake never surfaces later as a failed connection or a server that s
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -154,13 +155,33 @@ def call_options(
 
     One list of names for both, so that an option is forwarded and checked in one place; the
     ``logger`` default is the caller's own logger, ``logger_name``.
+
+    The results are frozen, so options given as hashable values (numbers, strings, None,
+    tuples, a context or a logger by identity) are checked once and the result shared: a client
+    that connects again and again with the same options does not check them every time. Each
+    value is keyed with its type, so that ``True`` never passes for the ``1`` checked before it.
     """
+    values: list[object] = [arguments[name] for name in _ALL_OPTIONS]
+    key: _OptionsKey = tuple((type(value), value) for value in values)
+    try:
+        hash(key)
+    except TypeError:  # a list, a dict, a Headers...: checked every time
+        return _check_options(key, logger_name)
+    return _checked_options(key, logger_name)
+
+
+def _check_options(
+    key: _OptionsKey, logger_name: str
+) -> tuple[HandshakeOptions, ConnectionOptions]:
+    arguments: dict[str, Any] = dict(zip(_ALL_OPTIONS, (value for _, value in key), strict=True))
     opening = handshake_options(**{name: arguments[name] for name in _HANDSHAKE_OPTIONS})
     connection = {name: arguments[name] for name in _CONNECTION_OPTIONS}
     if connection["logger"] is None:
         connection["logger"] = logging.getLogger(logger_name)
     return opening, connection_options(**connection)
 
+
+_checked_options = functools.lru_cache(maxsize=64)(_check_options)
 
 _HANDSHAKE_OPTIONS = ("ssl", "open_timeout", "compression", "subprotocols", "additional_headers")
 _CONNECTION_OPTIONS = (
@@ -172,6 +193,9 @@ _CONNECTION_OPTIONS = (
     "write_limit",
     "logger",
 )
+_ALL_OPTIONS = _HANDSHAKE_OPTIONS + _CONNECTION_OPTIONS
+#: Every option's value with its type, in _ALL_OPTIONS's order.
+_OptionsKey = tuple[tuple[type[object], object], ...]
 
 
 def header_option(option: str, value: str | None) -> str | None:

@@ -118,6 +118,9 @@ class Backoff:
             delay = min(delay * self.factor, self.max_delay)
 
 
+_DEFAULT_BACKOFF = Backoff()  # frozen: every connect() without backoff= shares it
+
+
 def process_exception(exc: Exception) -> Exception | None:
     """The default ``process_exception`` of ``async for ws in connect(...)``: what to retry.
 
@@ -322,7 +325,7 @@ class connect:
         )
         self._options = options
         self._process_exception = process_exception
-        self._backoff = backoff if backoff is not None else Backoff()
+        self._backoff = backoff if backoff is not None else _DEFAULT_BACKOFF
         # The contexts entered and not yet exited, by task, most recent last.
         self._entered: dict[trio.lowlevel.Task, list[AbstractAsyncContextManager[Any]]] = {}
 
