@@ -53,9 +53,10 @@ class Timed:
 class KeepaliveTimer:
     """Calls callbacks when they fall due, from one task, until ``stop()``.
 
-    Either ``run()`` is that task (a server's timer, for all its connections), or the task
-    hosts the timer in its own waits: each wait in :meth:`wait_scope`, then :meth:`fire_due`
-    (a client's reader, which saves a task per connection).
+    Either ``run()`` is that task (a server's timer, for all its connections), or a task
+    hosts the timer in the waits it makes anyway: in :meth:`wait_scope`, then
+    :meth:`fire_due` once that scope has ended (a client's reader: a task less per
+    connection).
 
     Callbacks must not block or raise: they start tasks. One that raises is logged as an
     internal error on ``logger`` (default: the ``trio_ws`` logger), and the others still run.
@@ -86,8 +87,8 @@ class KeepaliveTimer:
             self._wakeup.cancel()
 
     def wait_scope(self) -> trio.CancelScope:
-        """A cancel scope for one wait of the hosting task, due when the next callback is;
-        :meth:`call_at` brings its deadline forward. Call :meth:`fire_due` after the wait."""
+        """A cancel scope that ends the hosting task's waits when the next callback falls due
+        (:meth:`call_at` brings its deadline forward); call :meth:`fire_due` once it ends."""
         heap = self._heap
         self._wakeup = trio.CancelScope(deadline=heap[0][0] if heap else math.inf)
         return self._wakeup

@@ -20,6 +20,9 @@ pushes back on the peer, except while the connection is closing: the peer's clos
 read. It runs in a shielded cancel scope of its own, so that a cancelled application can still
 finish the closing handshake; the connection cancels that scope, or gives it a deadline, when
 it is done with the stream.
+
+Over a plain socket the reader task also hosts a client connection's keepalive timer: its
+waits carry the next ping's due time, so no task of its own waits for it.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ class ReaderOwner(Protocol):
 
 class Reader:
     """Reads ``stream`` until ``owner.take_in`` says stop, the stream ends or ``scope`` is
-    cancelled, and reports to ``owner``: the one reference it keeps to its connection (a bound
-    method each would cost every connection 64 bytes apiece)."""
+    cancelled, and reports to ``owner``: one reference to its connection, where a bound method
+    per callback would cost every connection 64 bytes each."""
 
     __slots__ = (
         "_done",
