@@ -81,3 +81,14 @@ def test_a_head_parsed_lazily_behaves_the_same() -> None:
     lazy["X-B"] = "3"
     assert list(lazy.raw_items()) == [("Upgrade", "websocket"), ("X-B", "3")]
     assert str(lazy) == "Upgrade: websocket\r\nX-B: 3\r\n\r\n"
+
+
+def test_names_match_without_regard_to_case_even_where_lowering_changes_the_length() -> None:
+    """Lookups compare lowered names: ASCII ones as usual, and a name whose lowered form is
+    longer than itself ("İ" lowers to two code points) still finds its match."""
+    headers = Headers([("X-Trace", "1"), ("x-trace", "2"), ("İ", "dotted"), ("X-Other", "3")])
+    assert headers.get_all("X-TRACE") == ["1", "2"]
+    assert headers.get_all("i̇") == ["dotted"]
+    assert headers.get_all("İ") == ["dotted"]
+    assert "X-OTHER" in headers
+    assert "X-Othe" not in headers

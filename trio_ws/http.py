@@ -56,7 +56,10 @@ class Headers(MutableMapping[str, str]):
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order (an empty list when it is absent)."""
-        key, size = name.lower(), len(name)
+        key = name.lower()
+        if not name.isascii():  # lower() may lengthen it: no comparing lengths first
+            return [value for item_name, value in self._items if item_name.lower() == key]
+        size = len(name)  # an ASCII key: only a name of its length can match it
         return [
             value
             for item_name, value in self._items
@@ -111,10 +114,7 @@ class Headers(MutableMapping[str, str]):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key, size = name.lower(), len(name)
-        return any(
-            len(item_name) == size and item_name.lower() == key for item_name, _ in self._items
-        )
+        return bool(self.get_all(name))
 
     def __iter__(self) -> Iterator[str]:
         seen: dict[str, None] = {}
