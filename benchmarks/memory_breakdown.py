@@ -366,6 +366,14 @@ async def read_from(stream: IO[str]) -> str:
     return line.strip()
 
 
+async def settled(trace: bool) -> tuple[tracemalloc.Snapshot | None, int]:
+    """Once every task waits and garbage is collected: a tracemalloc snapshot (when tracing)
+    and VmRSS in KiB."""
+    await trio.testing.wait_all_tasks_blocked(0.1)
+    gc.collect()
+    return (tracemalloc.take_snapshot() if trace else None), rss_kib()
+
+
 async def run_server(
     count: int, compression: str | None, top: int, trace: bool, detail: bool
 ) -> None:
@@ -391,18 +399,12 @@ async def run_server(
         try:
             if await read_from(client_out) != "READY":
                 raise RuntimeError("the client failed to warm up")
-            await trio.testing.wait_all_tasks_blocked(0.1)
-            gc.collect()
-            before = tracemalloc.take_snapshot() if trace else None
-            rss_before = rss_kib()
+            before, rss_before = await settled(trace)
             existing = existing_objects()
             tell("GO")
             if await read_from(client_out) != "HOLDING":
                 raise RuntimeError("the client failed to open its connections")
-            await trio.testing.wait_all_tasks_blocked(0.1)
-            gc.collect()
-            after = tracemalloc.take_snapshot() if trace else None
-            rss_after = rss_kib()
+            after, rss_after = await settled(trace)
             connections = server.connections
             if len(connections) != count:
                 raise RuntimeError(f"{len(connections)} connections open, not {count}")

@@ -136,14 +136,10 @@ async def silent(stream: trio.SocketStream) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
 def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A fresh context per test (tests set its sni_callback): 127.0.0.1 and localhost."""
+    """A fresh context per test, in place of conftest's shared one (tests set its
+    sni_callback): 127.0.0.1 and localhost."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
     return context
@@ -154,13 +150,6 @@ def example_context(ca: trustme.CA) -> ssl.SSLContext:
     """A server context whose certificate names example.test only."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("example.test").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
     return context
 
 

@@ -11,6 +11,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -586,6 +587,14 @@ async def test_pong_sends_an_unsolicited_pong(side: str) -> None:
 # -- keepalive -----------------------------------------------------------------------------
 
 
+async def answer_pings_slowly(peer: Peer, ping_times: list[float]) -> None:
+    """Answer each ping 2.5 s after it came (within a ping_timeout of 3), noting when it came."""
+    while isinstance(event := await peer.receive(), Ping):
+        ping_times.append(trio.current_time())
+        await trio.sleep(2.5)
+        await peer.send(event.response())
+
+
 async def test_keepalive_fails_a_silent_peer_with_1011_after_interval_plus_timeout(
     side: str, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -610,12 +619,7 @@ async def test_keepalive_keeps_an_answering_peer_open_and_measures_latency(
     connection open, and latency is the last round-trip time."""
     this, peer, _, _ = with_peer(side, ping_interval=5, ping_timeout=3)
     ping_times: list[float] = []
-
-    async def answer_pings() -> None:
-        while isinstance(event := await peer.receive(), Ping):
-            ping_times.append(trio.current_time())
-            await trio.sleep(2.5)  # slow, but within ping_timeout
-            await peer.send(event.response())
+    answer_pings = partial(answer_pings_slowly, peer, ping_times)
 
     async with session(this), trio.open_nursery() as nursery:
         nursery.start_soon(answer_pings)
@@ -668,12 +672,7 @@ async def test_keepalive_over_a_socket_is_timed_by_the_reader_wherever_it_waits(
     a full queue, where the pong stays unread behind the messages and the peer is alive."""
     this, peer = with_socket_peer(side, ping_interval=5, ping_timeout=3, max_queue=1)
     ping_times: list[float] = []
-
-    async def answer_pings() -> None:
-        while isinstance(event := await peer.receive(), Ping):
-            ping_times.append(trio.current_time())
-            await trio.sleep(2.5)  # slow, but within ping_timeout
-            await peer.send(event.response())
+    answer_pings = partial(answer_pings_slowly, peer, ping_times)
 
     async with session(this), trio.open_nursery() as nursery:
         assert this._core.tasks is not None  # pyright: ignore[reportPrivateUsage]
