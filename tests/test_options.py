@@ -153,8 +153,9 @@ def test_bad_values_raise_an_error_naming_the_option_and_the_value(
 
 def test_options_checked_once_are_shared_and_a_bad_one_always_raises() -> None:
     """connect() with the same hashable options twice checks them once (both share the frozen
-    result); a bool never passes for the int checked before it, a bad value raises every time,
-    and unhashable options (a list, a dict) are checked on every call."""
+    result); a bool never passes for the int checked before it, not even inside a tuple, a bad
+    value raises every time, and unhashable options (a list, a dict) are checked on every
+    call."""
     uri = "ws://127.0.0.1:9/"
     first = trio_ws.connect(uri, ping_interval=1, close_timeout=2.5, proxy=None)
     again = trio_ws.connect(uri, ping_interval=1, close_timeout=2.5, proxy=None)
@@ -165,6 +166,9 @@ def test_options_checked_once_are_shared_and_a_bad_one_always_raises() -> None:
     for _ in range(2):
         with pytest.raises(TypeError, match="ping_interval must be a number"):
             trio_ws.connect(uri, ping_interval=True, close_timeout=2.5, proxy=None)
+        trio_ws.connect(uri, max_size=(2**20, 1), proxy=None)  # a tuple's items are keyed too
+        with pytest.raises(TypeError, match=r"max_fragment_size .*bool True"):
+            trio_ws.connect(uri, max_size=(2**20, True), proxy=None)
         with pytest.raises(ValueError, match="subprotocols"):
             trio_ws.connect(uri, subprotocols=["no spaces allowed"], proxy=None)
     listed = trio_ws.connect(uri, subprotocols=["chat"], additional_headers={"X-A": "1"})

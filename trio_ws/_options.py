@@ -159,10 +159,10 @@ def call_options(
     The results are frozen, so options given as hashable values (numbers, strings, None,
     tuples, a context or a logger by identity) are checked once and the result shared: a client
     that connects again and again with the same options does not check them every time. Each
-    value is keyed with its type, so that ``True`` never passes for the ``1`` checked before it.
+    value is keyed with its type (a tuple's items too), so that ``True`` never passes for the
+    ``1`` checked before it.
     """
-    values: list[object] = [arguments[name] for name in _ALL_OPTIONS]
-    key: _OptionsKey = tuple((type(value), value) for value in values)
+    key: _OptionsKey = tuple(_typed(arguments[name]) for name in _ALL_OPTIONS)
     try:
         hash(key)
     except TypeError:  # a list, a dict, a Headers...: checked every time
@@ -170,10 +170,25 @@ def call_options(
     return _checked_options(key, logger_name)
 
 
+def _typed(value: object) -> tuple[type[object], object]:
+    """``value`` with its type, and those of a tuple's items, for a cache key: ``(1, True)``
+    equals ``(1, 1)``, but its key does not."""
+    if isinstance(value, tuple):
+        return tuple, tuple(_typed(item) for item in cast("tuple[object, ...]", value))
+    return type(value), value
+
+
+def _untyped(typed: tuple[type[object], object]) -> object:
+    kind, value = typed
+    if kind is tuple:
+        return tuple(_untyped(item) for item in cast("_OptionsKey", value))
+    return value
+
+
 def _check_options(
     key: _OptionsKey, logger_name: str
 ) -> tuple[HandshakeOptions, ConnectionOptions]:
-    arguments: dict[str, Any] = dict(zip(_ALL_OPTIONS, (value for _, value in key), strict=True))
+    arguments: dict[str, Any] = dict(zip(_ALL_OPTIONS, map(_untyped, key), strict=True))
     opening = handshake_options(**{name: arguments[name] for name in _HANDSHAKE_OPTIONS})
     connection = {name: arguments[name] for name in _CONNECTION_OPTIONS}
     if connection["logger"] is None:
